@@ -1,0 +1,1 @@
+//! Per-symbol sliding-window analytics (placeholder while issue 3 is built).

@@ -1,0 +1,10 @@
+//! Integration tests against the real services: Apache Kafka (KRaft) and MongoDB (replica set).
+//!
+//! `make test` starts both (`make services-up`) and exports where they listen
+//! (`TICKSTREAM_KAFKA_BROKERS`, `TICKSTREAM_MONGODB_URI`; defaults match the scripts'). These
+//! tests never skip: with a service down they fail, fast, saying which service and how to start
+//! it. Run one with e.g. `cargo test --test integration kafka_smoke::transactions`.
+
+mod kafka_smoke;
+mod mongodb_smoke;
+mod support;
