@@ -43,6 +43,9 @@ lint: ## formatting and clippy, as CI checks them
 
 unit: ## the tests, without starting services (integration tests fail if none run)
 	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+	@# 10 million ticks against a naive recomputation: worth a release build of one small crate.
+	$(CARGO) test -p tickstream-window --release -- --ignored
 
 # The services are stopped whatever happened, and the first failure's status is kept.
 test: deps ## everything: deps, services, fmt, clippy, all tests (cold: see README)

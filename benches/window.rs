@@ -1,2 +1,164 @@
-//! Window analytics benchmarks (placeholder while issue 3 is built).
-fn main() {}
+//! Window analytics benchmarks (issue 3): one tick's update plus reading every window's
+//! statistics, for N = 20, N = 10,000 and a 5-minute time window at 100 ticks/s; snapshot and
+//! restore; and (printed before the runs) the memory of one symbol's state for N = 20.
+//!
+//! Run: `cargo bench --bench window`. Results and machine: BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion};
+use tickstream_window::{Config, SymbolWindows, Tick, WindowSpec};
+
+/// Length of the (cyclic) price sequence fed to the windows; a power of two.
+const PRICES: usize = 1 << 16;
+
+/// A deterministic random walk around 30,000 with ~0.1 % steps (xorshift64*).
+fn random_walk() -> Vec<f64> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut price = 30_000.0;
+    (0..PRICES)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let unit =
+                (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+            price *= 1.0 + (unit - 0.5) * 0.002;
+            price
+        })
+        .collect()
+}
+
+/// A symbol's state with jump detection at the default 2 %, and the ticks to feed it:
+/// `step_ms` apart, prices from `random_walk`.
+struct Feed {
+    state: SymbolWindows,
+    prices: Vec<f64>,
+    next: usize,
+    ts: i64,
+    step_ms: i64,
+}
+
+impl Feed {
+    /// A state with `specs`, fed `warm` ticks so that every window is at its working size.
+    fn new(specs: impl IntoIterator<Item = WindowSpec>, warm: usize, step_ms: i64) -> Self {
+        let config = Arc::new(Config::new(specs).expect("valid config"));
+        let mut feed = Self {
+            state: SymbolWindows::new(config),
+            prices: random_walk(),
+            next: 0,
+            ts: 0,
+            step_ms,
+        };
+        for _ in 0..warm {
+            feed.tick();
+        }
+        feed
+    }
+
+    /// One update plus every window's statistics; returns something derived from all of it.
+    #[inline]
+    fn tick(&mut self) -> f64 {
+        self.ts += self.step_ms;
+        let price = self.prices[self.next & (PRICES - 1)];
+        self.next += 1;
+        let update = self
+            .state
+            .update(Tick::new(self.ts, price))
+            .expect("valid tick");
+        let mut acc = update.jump().map_or(0.0, |j| j.change_pct);
+        for reading in update.readings() {
+            if let Some(s) = reading.stats {
+                acc += s.mean + s.std_dev + s.min + s.max + s.count as f64;
+            }
+        }
+        acc
+    }
+}
+
+fn count(size: u32) -> WindowSpec {
+    WindowSpec::count(size).expect("valid window")
+}
+
+fn five_minutes() -> WindowSpec {
+    WindowSpec::time_ms(5 * 60 * 1_000).expect("valid window")
+}
+
+/// The three windows of the acceptance criteria, each alone and at its working size, and
+/// a plausible enrich configuration with three windows at once.
+fn feeds() -> [(&'static str, Feed); 4] {
+    [
+        ("count_20", Feed::new([count(20)], 1_000, 10)),
+        ("count_10000", Feed::new([count(10_000)], 20_000, 10)),
+        // 100 ticks/s = 10 ms apart; 5 min holds 30,000 ticks.
+        ("time_5m_100hz", Feed::new([five_minutes()], 60_000, 10)),
+        (
+            "count_20+time_1m+time_5m_100hz",
+            Feed::new(
+                [
+                    count(20),
+                    WindowSpec::time_ms(60_000).expect("valid window"),
+                    five_minutes(),
+                ],
+                60_000,
+                10,
+            ),
+        ),
+    ]
+}
+
+fn update_and_stats(c: &mut Criterion) {
+    let mut group = c.benchmark_group("update_stats");
+    for (name, mut feed) in feeds() {
+        group.bench_function(name, |b| b.iter(|| black_box(feed.tick())));
+    }
+    group.finish();
+}
+
+fn snapshot_and_restore(c: &mut Criterion) {
+    let mut group = c.benchmark_group("snapshot");
+    for (name, feed) in feeds() {
+        let mut buf = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                feed.state.snapshot_into(&mut buf);
+                black_box(buf.len())
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("restore");
+    for (name, feed) in feeds() {
+        let bytes = feed.state.snapshot();
+        let config = Arc::clone(feed.state.config());
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || Arc::clone(&config),
+                |config| SymbolWindows::restore(config, black_box(&bytes)).expect("valid snapshot"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Memory of one symbol's state, printed with the results (not a timing).
+fn report_memory() {
+    for (name, feed) in feeds() {
+        println!(
+            "memory/{name}: {} bytes per symbol in memory, {} bytes snapshotted",
+            feed.state.memory_bytes(),
+            feed.state.snapshot().len()
+        );
+    }
+}
+
+fn main() {
+    report_memory();
+    let mut c = Criterion::default().configure_from_args();
+    update_and_stats(&mut c);
+    snapshot_and_restore(&mut c);
+    c.final_summary();
+}

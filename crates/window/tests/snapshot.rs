@@ -1,0 +1,192 @@
+//! Snapshot format: round trips, sizes, and clear errors for damaged, foreign, future or
+//! mismatched snapshots.
+
+use std::sync::Arc;
+
+use tickstream_window::{Config, JumpSpec, SnapshotError, SymbolWindows, Tick, WindowSpec};
+
+fn config() -> Arc<Config> {
+    Arc::new(
+        Config::new([
+            WindowSpec::count(20).expect("valid"),
+            WindowSpec::time_ms(60_000).expect("valid"),
+        ])
+        .expect("valid"),
+    )
+}
+
+fn fed(config: &Arc<Config>, ticks: usize) -> SymbolWindows {
+    let mut s = SymbolWindows::new(Arc::clone(config));
+    for i in 0..ticks {
+        let price = 30_000.0 + (i as f64 * 0.37).sin() * 25.0;
+        s.update(Tick::new(1_700_000_000_000 + 250 * i as i64, price))
+            .expect("valid");
+    }
+    s
+}
+
+#[test]
+fn empty_state_round_trips() {
+    let cfg = config();
+    let s = SymbolWindows::new(Arc::clone(&cfg));
+    let bytes = s.snapshot();
+    assert_eq!(bytes.len(), 12, "magic, version, fingerprint, seen flag");
+    let r = SymbolWindows::restore(Arc::clone(&cfg), &bytes).expect("valid");
+    assert_eq!(r.newest_ts(), None);
+    assert_eq!(r.snapshot(), bytes);
+}
+
+#[test]
+fn full_state_round_trips_and_is_compact() {
+    let cfg = Arc::new(Config::default());
+    let s = fed(&cfg, 1_000);
+    let bytes = s.snapshot();
+    // 12 header + 16 (newest ts, last price) + count:20 (56 moments, 1-2 bytes of removal
+    // count, 1 byte of length, 160 bytes of prices).
+    assert!((246..=247).contains(&bytes.len()), "{}", bytes.len());
+    let r = SymbolWindows::restore(Arc::clone(&cfg), &bytes).expect("valid");
+    assert_eq!(r.snapshot(), bytes);
+    assert_eq!(
+        r.readings().collect::<Vec<_>>(),
+        s.readings().collect::<Vec<_>>()
+    );
+    let mut reused = vec![1, 2, 3];
+    s.snapshot_into(&mut reused);
+    assert_eq!(reused, bytes, "snapshot_into clears the buffer first");
+}
+
+#[test]
+fn time_windows_encode_event_times_as_small_deltas() {
+    let cfg = config();
+    let s = fed(&cfg, 1_000);
+    let bytes = s.snapshot();
+    // The minute holds 240 ticks 250 ms apart: 2-byte deltas + 8-byte prices, after the
+    // count window (<= 247 bytes with the header) and the time window's moments and length.
+    // The first delta (newest - oldest, ~60 s) takes one byte more.
+    assert!(
+        bytes.len() <= 247 + 58 + 2 + 1 + 240 * 10,
+        "{}",
+        bytes.len()
+    );
+}
+
+#[test]
+fn unknown_version_is_named() {
+    let cfg = config();
+    let mut bytes = fed(&cfg, 50).snapshot();
+    bytes[2] = 9;
+    let err = SymbolWindows::restore(cfg, &bytes).expect_err("future version");
+    assert_eq!(
+        err,
+        SnapshotError::UnknownVersion {
+            found: 9,
+            supported: &[1]
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "unknown snapshot version 9; this build reads version(s) [1]"
+    );
+}
+
+#[test]
+fn foreign_bytes_are_refused() {
+    let cfg = config();
+    let err = SymbolWindows::restore(Arc::clone(&cfg), b"{\"json\": true}").expect_err("not ours");
+    assert_eq!(err, SnapshotError::BadMagic { found: *b"{\"" });
+    let err = SymbolWindows::restore(cfg, &[]).expect_err("empty");
+    assert_eq!(
+        err,
+        SnapshotError::Truncated {
+            offset: 0,
+            needed: 1
+        }
+    );
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let cfg = config();
+    let bytes = fed(&cfg, 500).snapshot();
+    for len in 0..bytes.len() {
+        match SymbolWindows::restore(Arc::clone(&cfg), &bytes[..len]) {
+            Err(SnapshotError::Truncated { .. }) => {}
+            other => panic!("prefix of {len} bytes: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_are_an_error() {
+    let cfg = config();
+    let mut bytes = fed(&cfg, 50).snapshot();
+    bytes.extend_from_slice(&[0, 0]);
+    let err = SymbolWindows::restore(cfg, &bytes).expect_err("trailing");
+    assert_eq!(err, SnapshotError::TrailingBytes { extra: 2 });
+}
+
+#[test]
+fn another_configuration_is_refused() {
+    let cfg = config();
+    let bytes = fed(&cfg, 50).snapshot();
+    let others = [
+        Arc::new(Config::new([WindowSpec::count(20).expect("valid")]).expect("valid")),
+        Arc::new(
+            Config::new([
+                WindowSpec::count(21).expect("valid"),
+                WindowSpec::time_ms(60_000).expect("valid"),
+            ])
+            .expect("valid"),
+        ),
+        Arc::new(
+            (*cfg)
+                .clone()
+                .with_jump(JumpSpec::new(0.05).expect("valid")),
+        ),
+        Arc::new((*cfg).clone().with_allowed_lateness_ms(0).expect("valid")),
+    ];
+    for other in others {
+        let err = SymbolWindows::restore(Arc::clone(&other), &bytes).expect_err("mismatch");
+        assert_eq!(
+            err,
+            SnapshotError::ConfigMismatch {
+                snapshot: cfg.fingerprint(),
+                current: other.fingerprint()
+            }
+        );
+        assert!(
+            err.to_string().contains("another window configuration"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn corrupt_fields_are_named() {
+    let cfg = config();
+    let bytes = fed(&cfg, 50).snapshot();
+    let corrupt = |at: usize, value: &[u8]| {
+        let mut b = bytes.clone();
+        b[at..at + value.len()].copy_from_slice(value);
+        SymbolWindows::restore(Arc::clone(&cfg), &b).expect_err("corrupt")
+    };
+    let field = |e: SnapshotError| match e {
+        SnapshotError::Corrupt { field, .. } => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field(corrupt(11, &[7])), "seen flag");
+    assert_eq!(field(corrupt(20, &f64::NAN.to_le_bytes())), "last_price");
+    assert_eq!(field(corrupt(20, &(-1.0f64).to_le_bytes())), "last_price");
+    assert_eq!(
+        field(corrupt(28, &f64::INFINITY.to_le_bytes())),
+        "window moments"
+    );
+    // count:20 length byte sits after 56 bytes of moments and a 1-byte removal count.
+    assert_eq!(field(corrupt(28 + 57, &[21])), "count window length");
+    assert_eq!(field(corrupt(28 + 58, &0.0f64.to_le_bytes())), "price");
+    let err = corrupt(28 + 58, &f64::NAN.to_le_bytes());
+    assert_eq!(
+        err.to_string(),
+        "corrupt snapshot: price at offset 86: not a valid price"
+    );
+}
