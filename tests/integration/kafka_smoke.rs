@@ -3,115 +3,16 @@
 //! `read_committed` consumers see only once committed.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::{FutureRecord, Producer};
 
-use crate::support::{SERVICE_TIMEOUT, check_kafka, create_topic, require_kafka, unique_name};
-
-/// One consumed record, reduced to what the assertions look at.
-#[derive(Debug)]
-struct Received {
-    key: String,
-    value: String,
-    partition: i32,
-}
-
-fn producer(brokers: &str, extra: &[(&str, &str)]) -> FutureProducer {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "30000");
-    for (key, value) in extra {
-        config.set(*key, *value);
-    }
-    config.create().expect("producer config is valid")
-}
-
-fn consumer(brokers: &str, group: &str, isolation: &str) -> StreamConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .expect("consumer config is valid")
-}
-
-/// Sends `values` as "value-i" with key "key-(i % 37)" and waits for every delivery report;
-/// returns the partition each key went to.
-async fn produce_keyed(
-    producer: &FutureProducer,
-    topic: &str,
-    values: Range<u32>,
-) -> HashMap<String, i32> {
-    let mut pending = Vec::with_capacity(values.len());
-    for i in values {
-        let key = format!("key-{}", i % 37);
-        let payload = format!("value-{i}");
-        let record = FutureRecord::to(topic).key(&key).payload(&payload);
-        let delivery = producer
-            .send_result(record)
-            .unwrap_or_else(|(e, _)| panic!("enqueueing value-{i} to {topic} failed: {e}"));
-        pending.push((key, delivery));
-    }
-    let mut partition_of_key = HashMap::new();
-    let (keys, deliveries): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-    for (key, outcome) in keys.into_iter().zip(join_all(deliveries).await) {
-        let delivery = outcome
-            .expect("producer dropped before reporting delivery")
-            .unwrap_or_else(|(e, _)| panic!("delivery to {topic} failed: {e}"));
-        let first = *partition_of_key
-            .entry(key.clone())
-            .or_insert(delivery.partition);
-        assert_eq!(
-            first, delivery.partition,
-            "key {key} was spread over partitions"
-        );
-    }
-    partition_of_key
-}
-
-/// Receives exactly `count` records, failing (not hanging) if the broker stops answering.
-async fn receive(consumer: &StreamConsumer, count: usize, topic: &str) -> Vec<Received> {
-    let mut received = Vec::with_capacity(count);
-    while received.len() < count {
-        let message = tokio::time::timeout(SERVICE_TIMEOUT, consumer.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no record from {topic} for {SERVICE_TIMEOUT:?} after {} of {count}; \
-                     is the broker alive? (`make services-status`)",
-                    received.len()
-                )
-            })
-            .unwrap_or_else(|e| panic!("consuming {topic} failed: {e}"));
-        let text =
-            |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
-        received.push(Received {
-            key: text(message.key()),
-            value: text(message.payload()),
-            partition: message.partition(),
-        });
-    }
-    received
-}
-
-fn value_number(value: &str) -> u32 {
-    value
-        .rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected payload {value:?}"))
-}
+use crate::support::{
+    SERVICE_TIMEOUT, check_kafka, consumer, create_topic, produce_keyed, producer, receive,
+    require_kafka, unique_name, value_number,
+};
 
 #[tokio::test]
 async fn keyed_messages_round_trip_and_a_group_resumes_after_its_commit() {
@@ -120,7 +21,7 @@ async fn keyed_messages_round_trip_and_a_group_resumes_after_its_commit() {
     let group = unique_name("smoke-group");
     create_topic(&brokers, &topic, 3).await;
     let producer = producer(&brokers, &[]);
-    let partition_of_key = produce_keyed(&producer, &topic, 0..10_000).await;
+    let partition_of_key = produce_keyed(&producer, &topic, 0..10_000, 37).await;
     let used: std::collections::HashSet<_> = partition_of_key.values().collect();
     assert_eq!(used.len(), 3, "37 keys should reach all 3 partitions");
 
@@ -153,7 +54,7 @@ async fn keyed_messages_round_trip_and_a_group_resumes_after_its_commit() {
     drop(first);
 
     // A new member of the same group starts after the commit: only the new records arrive.
-    produce_keyed(&producer, &topic, 10_000..10_100).await;
+    produce_keyed(&producer, &topic, 10_000..10_100, 37).await;
     let second = consumer(&brokers, &group, "read_committed");
     second.subscribe(&[&topic]).expect("subscribe");
     let mut resumed: Vec<u32> = receive(&second, 100, &topic)

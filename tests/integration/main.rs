@@ -5,6 +5,8 @@
 //! tests never skip: with a service down they fail, fast, saying which service and how to start
 //! it. Run one with e.g. `cargo test --test integration kafka_smoke::transactions`.
 
+mod counting_app;
 mod kafka_smoke;
 mod mongodb_smoke;
+mod streams_runtime;
 mod support;

@@ -1,13 +1,18 @@
 //! What every integration test needs: where the services are, a check that they answer (with a
 //! readable failure instead of a hang), and names no other test run uses.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::future::join_all;
 use rdkafka::ClientConfig;
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// How long any single wait on a service may take before the test fails instead of hanging.
 pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,4 +106,106 @@ pub async fn require_mongodb() -> mongodb::Client {
         );
     }
     client
+}
+
+/// One consumed record, reduced to what the assertions look at.
+#[derive(Debug)]
+pub struct Received {
+    pub key: String,
+    pub value: String,
+    pub partition: i32,
+}
+
+pub fn producer(brokers: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        // Tests enqueue up to 200,000 records before awaiting their delivery reports.
+        .set("queue.buffering.max.messages", "1000000");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config.create().expect("producer config is valid")
+}
+
+pub fn consumer(brokers: &str, group: &str, isolation: &str) -> StreamConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer config is valid")
+}
+
+/// Sends `values` as "value-i" with key "key-(i % keys)" and waits for every delivery report;
+/// returns the partition each key went to.
+pub async fn produce_keyed(
+    producer: &FutureProducer,
+    topic: &str,
+    values: Range<u32>,
+    keys: u32,
+) -> HashMap<String, i32> {
+    let mut pending = Vec::with_capacity(values.len());
+    for i in values {
+        let key = format!("key-{}", i % keys);
+        let payload = format!("value-{i}");
+        let record = FutureRecord::to(topic).key(&key).payload(&payload);
+        let delivery = producer
+            .send_result(record)
+            .unwrap_or_else(|(e, _)| panic!("enqueueing value-{i} to {topic} failed: {e}"));
+        pending.push((key, delivery));
+    }
+    let mut partition_of_key = HashMap::new();
+    let (keys, deliveries): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+    for (key, outcome) in keys.into_iter().zip(join_all(deliveries).await) {
+        let delivery = outcome
+            .expect("producer dropped before reporting delivery")
+            .unwrap_or_else(|(e, _)| panic!("delivery to {topic} failed: {e}"));
+        let first = *partition_of_key
+            .entry(key.clone())
+            .or_insert(delivery.partition);
+        assert_eq!(
+            first, delivery.partition,
+            "key {key} was spread over partitions"
+        );
+    }
+    partition_of_key
+}
+
+/// Receives exactly `count` records, failing (not hanging) if the broker stops answering.
+pub async fn receive(consumer: &StreamConsumer, count: usize, topic: &str) -> Vec<Received> {
+    let mut received = Vec::with_capacity(count);
+    while received.len() < count {
+        let message = tokio::time::timeout(SERVICE_TIMEOUT, consumer.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no record from {topic} for {SERVICE_TIMEOUT:?} after {} of {count}; \
+                     is the broker alive? (`make services-status`)",
+                    received.len()
+                )
+            })
+            .unwrap_or_else(|e| panic!("consuming {topic} failed: {e}"));
+        let text =
+            |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
+        received.push(Received {
+            key: text(message.key()),
+            value: text(message.payload()),
+            partition: message.partition(),
+        });
+    }
+    received
+}
+
+pub fn value_number(value: &str) -> u32 {
+    value
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected payload {value:?}"))
 }

@@ -1,0 +1,144 @@
+//! Restoring a task's local state from its changelog partition.
+//!
+//! Local sled data is trusted only when its checkpoint lies within the changelog's current
+//! offsets: sled holds exactly the committed changelog prefix up to the checkpoint (see
+//! [`crate::store`]), so replaying from the checkpoint to the end brings it up to date — this
+//! also picks up what another instance wrote while it owned the task. A missing checkpoint, or
+//! one outside the changelog (the topic was recreated or truncated), means the local data is
+//! not trustworthy: wipe it and replay the whole changelog.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{error, info};
+
+use super::StreamsError;
+use crate::metrics::StreamsMetrics;
+use crate::store::TaskTree;
+
+/// Restoration fails if the changelog yields nothing for this long before its end.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Records applied to sled per batch (and per progress update).
+const BATCH: usize = 10_000;
+
+/// The restore consumer reads to the end of each changelog partition on purpose; librdkafka
+/// reports that end as an error event too, which is not one here.
+pub(crate) struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            error!(%error, reason, "restore consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
+pub(crate) fn restore_task(
+    consumer: &BaseConsumer<RestoreContext>,
+    tree: &TaskTree,
+    changelog: &str,
+    partition: i32,
+    metrics: &StreamsMetrics,
+) -> Result<(), StreamsError> {
+    let fail = |problem: String| StreamsError::Restore {
+        changelog: changelog.to_owned(),
+        partition,
+        problem,
+    };
+    let (low, high) = consumer
+        .fetch_watermarks(changelog, partition, Duration::from_secs(30))
+        .map_err(|e| fail(format!("cannot read its offsets: {e}")))?;
+    let start = match tree.checkpoint()? {
+        Some(checkpoint) if (low..=high).contains(&checkpoint) => checkpoint,
+        checkpoint => {
+            if checkpoint.is_some() || low < high {
+                info!(
+                    changelog,
+                    partition,
+                    ?checkpoint,
+                    low,
+                    high,
+                    "local state not usable: wiping and restoring in full"
+                );
+            }
+            tree.wipe()?;
+            low
+        }
+    };
+    let remaining_gauge = metrics
+        .restore_remaining
+        .with_label_values(&[tree.name(), &partition.to_string()]);
+    if start >= high {
+        remaining_gauge.set(0);
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(changelog, partition, Offset::Offset(start))
+        .map_err(|e| fail(e.to_string()))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| fail(format!("cannot assign: {e}")))?;
+
+    let restored = metrics.restore_records.with_label_values(&[tree.name()]);
+    let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(BATCH);
+    let mut next = start;
+    let mut total = 0u64;
+    let mut last_progress = Instant::now();
+    let apply = |batch: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>, next: i64| {
+        tree.apply(
+            batch.iter().map(|(k, v)| (&k[..], v.as_deref())),
+            Some(next),
+        )?;
+        restored.inc_by(batch.len() as u64);
+        remaining_gauge.set((high - next).max(0));
+        batch.clear();
+        Ok::<(), StreamsError>(())
+    };
+    // Under read_committed the end is the last stable offset; librdkafka reports it as EOF.
+    while next < high {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if let Some(key) = message.key() {
+                    batch.push((key.to_vec(), message.payload().map(<[u8]>::to_vec)));
+                }
+                next = message.offset() + 1;
+                total += 1;
+                last_progress = Instant::now();
+                if batch.len() >= BATCH {
+                    apply(&mut batch, next)?;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(error)) => return Err(fail(error.to_string())),
+            None if last_progress.elapsed() > STALL_TIMEOUT => {
+                return Err(fail(format!(
+                    "no progress for {STALL_TIMEOUT:?} at offset {next} of {high}; is the broker up?"
+                )));
+            }
+            None => {}
+        }
+    }
+    apply(&mut batch, next)?;
+    remaining_gauge.set(0);
+    consumer
+        .unassign()
+        .map_err(|e| fail(format!("cannot unassign: {e}")))?;
+    info!(
+        changelog,
+        partition,
+        from = start,
+        records = total,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state restored"
+    );
+    Ok(())
+}

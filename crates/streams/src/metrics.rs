@@ -1,0 +1,185 @@
+//! Prometheus metrics and the health/readiness state a runtime instance exposes.
+//!
+//! Every metric is registered in the instance's own [`Registry`] (not the process-global one),
+//! so several runtimes in one process (tests, the embedded all-in-one mode) never collide.
+//! Names are stable: dashboards and alerts depend on them.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+pub struct StreamsMetrics {
+    registry: Registry,
+    pub records_consumed: IntCounterVec,
+    pub records_produced: IntCounterVec,
+    pub dead_letter_records: IntCounterVec,
+    pub process_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub commits: IntCounter,
+    pub transaction_aborts: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub restore_records: IntCounterVec,
+    pub restore_remaining: IntGaugeVec,
+    pub state_store_bytes: IntGauge,
+    pub assigned_partitions: IntGauge,
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    // Names are fixed literals below, unique within this fresh registry: registering cannot fail.
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl StreamsMetrics {
+    /// Metrics labelled with the application (`application` const label) in a new registry.
+    pub fn new(application_id: &str) -> Self {
+        let registry = Registry::new_custom(
+            Some("tickstream".to_owned()),
+            Some([("application".to_owned(), application_id.to_owned())].into()),
+        )
+        .expect("a valid prefix and label");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(
+                &registry,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("valid metric"),
+            )
+        };
+        Self {
+            records_consumed: counter_vec(
+                "records_consumed_total",
+                "Input records consumed, per topic.",
+                &["topic"],
+            ),
+            records_produced: counter_vec(
+                "records_produced_total",
+                "Records produced, per topic (changelog and DLQ included).",
+                &["topic"],
+            ),
+            dead_letter_records: counter_vec(
+                "dead_letter_records_total",
+                "Input records routed to the dead-letter topic, per source topic and reason code.",
+                &["topic", "reason"],
+            ),
+            process_seconds: histogram(
+                "process_batch_duration_seconds",
+                "Time to process one polled batch of records.",
+                prometheus::exponential_buckets(0.000_05, 4.0, 10).expect("valid buckets"),
+            ),
+            commit_seconds: histogram(
+                "commit_duration_seconds",
+                "Time of one commit (changelog flush, offsets, transaction commit, state apply).",
+                prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets"),
+            ),
+            commits: register(
+                &registry,
+                IntCounter::new("commits_total", "Successful commits.").expect("valid metric"),
+            ),
+            transaction_aborts: register(
+                &registry,
+                IntCounter::new(
+                    "transaction_aborts_total",
+                    "Commits that failed and were rolled back.",
+                )
+                .expect("valid metric"),
+            ),
+            consumer_lag: gauge_vec(
+                "consumer_lag_records",
+                "Records between the consumer position and the end of each input partition.",
+                &["topic", "partition"],
+            ),
+            restore_records: counter_vec(
+                "restore_records_total",
+                "Changelog records replayed into local state.",
+                &["store"],
+            ),
+            restore_remaining: gauge_vec(
+                "restore_remaining_records",
+                "Changelog records still to replay for a task being restored (0 when done).",
+                &["store", "partition"],
+            ),
+            state_store_bytes: register(
+                &registry,
+                IntGauge::new("state_store_bytes", "Bytes of local state on disk (sled).")
+                    .expect("valid metric"),
+            ),
+            assigned_partitions: register(
+                &registry,
+                IntGauge::new(
+                    "assigned_partitions",
+                    "Input partitions assigned to this instance.",
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut text)
+            .map(|()| text)
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+/// Liveness and readiness, shared between the processing loop and the HTTP endpoints.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    /// Epoch milliseconds of the processing loop's last turn.
+    heartbeat_ms: AtomicI64,
+}
+
+/// A loop that has not turned for this long is reported unhealthy.
+const STALL_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn heartbeat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Alive: the processing loop turned within the last minute (or has not started yet).
+    pub fn is_alive(&self) -> bool {
+        let last = self.heartbeat_ms.load(Ordering::Relaxed);
+        last == 0 || now_ms() - last < STALL_MS
+    }
+}

@@ -1,0 +1,223 @@
+//! A stream task: one processor instance, its store, and its input positions.
+
+use crate::processor::{
+    Collector, ProcessError, Processor, ProcessorContext, PunctuationType, Record, Rejection,
+    TaskId,
+};
+use crate::store::{KeyValueStore, StoreError};
+
+/// What became of one input record.
+#[derive(Debug)]
+pub enum Outcome {
+    Processed,
+    /// The processor refused it; the caller routes it to the dead-letter topic.
+    Rejected(Rejection),
+}
+
+pub struct StreamTask<P: Processor> {
+    id: TaskId,
+    processor: P,
+    store: KeyValueStore<P::State>,
+    /// Next offset to read, per input topic, as processed (not yet committed).
+    positions: Vec<(String, i64)>,
+    /// Positions as of the last commit: where to rewind to when a transaction aborts.
+    committed: Vec<(String, i64)>,
+    /// The largest record timestamp seen (Kafka Streams' stream time).
+    stream_time: Option<i64>,
+    next_punctuation: Option<i64>,
+}
+
+fn set_position(positions: &mut Vec<(String, i64)>, topic: &str, offset: i64) {
+    match positions.iter_mut().find(|(t, _)| t == topic) {
+        Some((_, position)) => *position = offset,
+        None => positions.push((topic.to_owned(), offset)),
+    }
+}
+
+impl<P: Processor> StreamTask<P> {
+    pub fn new(id: TaskId, processor: P, store: KeyValueStore<P::State>) -> Self {
+        Self {
+            id,
+            processor,
+            store,
+            positions: Vec::new(),
+            committed: Vec::new(),
+            stream_time: None,
+            next_punctuation: None,
+        }
+    }
+
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    pub fn store(&self) -> &KeyValueStore<P::State> {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut KeyValueStore<P::State> {
+        &mut self.store
+    }
+
+    /// Runs the processor on one record and advances this task's position past it, also when
+    /// the record is rejected (a rejected record is consumed: it goes to the dead-letter topic).
+    pub fn process(
+        &mut self,
+        record: &Record<'_>,
+        collector: &mut dyn Collector,
+    ) -> Result<Outcome, StoreError> {
+        if !self.committed.iter().any(|(t, _)| t == record.topic) {
+            // First record of this input since assignment: it sits at the committed offset.
+            self.committed
+                .push((record.topic.to_owned(), record.offset));
+        }
+        set_position(&mut self.positions, record.topic, record.offset + 1);
+        if let Some(ts) = record.timestamp {
+            self.stream_time = Some(self.stream_time.map_or(ts, |t| t.max(ts)));
+        }
+        let mut ctx = ProcessorContext {
+            task: self.id,
+            store: &mut self.store,
+            collector,
+            timestamp: record.timestamp,
+        };
+        let outcome = match self.processor.process(record, &mut ctx) {
+            Ok(()) => Outcome::Processed,
+            Err(ProcessError::Rejected(rejection)) => Outcome::Rejected(rejection),
+            Err(ProcessError::Store(error)) => return Err(error),
+        };
+        if let (Some((PunctuationType::StreamTime, interval)), Some(now)) =
+            (self.processor.punctuation(), self.stream_time)
+        {
+            self.punctuate_if_due(now, interval.as_millis() as i64, collector)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Fires a wall-clock punctuation if one is due (called between records and when idle).
+    pub fn punctuate_wall_clock(
+        &mut self,
+        now_ms: i64,
+        collector: &mut dyn Collector,
+    ) -> Result<(), StoreError> {
+        match self.processor.punctuation() {
+            Some((PunctuationType::WallClock, interval)) => {
+                self.punctuate_if_due(now_ms, interval.as_millis() as i64, collector)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn punctuate_if_due(
+        &mut self,
+        now: i64,
+        interval: i64,
+        collector: &mut dyn Collector,
+    ) -> Result<(), StoreError> {
+        let interval = interval.max(1);
+        let due = *self
+            .next_punctuation
+            .get_or_insert(now - now.rem_euclid(interval) + interval);
+        if now >= due {
+            self.next_punctuation = Some(now - now.rem_euclid(interval) + interval);
+            let mut ctx = ProcessorContext {
+                task: self.id,
+                store: &mut self.store,
+                collector,
+                timestamp: Some(now),
+            };
+            self.processor.punctuate(now, &mut ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Input positions to commit: `(topic, next offset)` for every input this task has read.
+    pub fn positions(&self) -> &[(String, i64)] {
+        &self.positions
+    }
+
+    /// Whether anything was processed since the last commit.
+    pub fn has_uncommitted_progress(&self) -> bool {
+        self.positions != self.committed || self.store.dirty_len() > 0
+    }
+
+    /// The commit holding this task's work succeeded.
+    pub fn committed(&mut self) {
+        self.committed.clone_from(&self.positions);
+    }
+
+    /// The commit failed: forget uncommitted state and return where to rewind each input.
+    pub fn rollback(&mut self) -> Vec<(String, i64)> {
+        self.store.rollback();
+        self.positions.clone_from(&self.committed);
+        self.committed.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts records per key; rejects records without a key.
+    struct Counting;
+
+    impl Processor for Counting {
+        type State = u64;
+        fn process(
+            &mut self,
+            record: &Record<'_>,
+            ctx: &mut ProcessorContext<'_, u64>,
+        ) -> Result<(), ProcessError> {
+            let key = record
+                .key
+                .ok_or_else(|| Rejection::new("missing_key", "a count needs a key"))?;
+            let count = ctx.store().get(key)?.copied().unwrap_or(0) + 1;
+            ctx.store().put(key, count)?;
+            ctx.send("counts", Some(key), count.to_string().as_bytes());
+            Ok(())
+        }
+    }
+
+    fn record<'a>(offset: i64, key: Option<&'a [u8]>) -> Record<'a> {
+        Record {
+            topic: "in",
+            partition: 0,
+            offset,
+            timestamp: Some(offset),
+            key,
+            value: Some(b"v"),
+        }
+    }
+
+    #[test]
+    fn rejected_records_advance_the_position_and_rollback_rewinds_to_the_last_commit() {
+        let mut task = StreamTask::new(TaskId(0), Counting, KeyValueStore::in_memory("counts"));
+        let mut out = Vec::new();
+        assert!(matches!(
+            task.process(&record(10, Some(b"a")), &mut out),
+            Ok(Outcome::Processed)
+        ));
+        assert!(
+            matches!(task.process(&record(11, None), &mut out), Ok(Outcome::Rejected(r)) if r.code == "missing_key")
+        );
+        assert_eq!(task.positions(), &[("in".to_owned(), 12)]);
+        let changes = task.store().dirty_changes();
+        task.store_mut().commit(&changes, None).expect("commit");
+        task.committed();
+        assert!(!task.has_uncommitted_progress());
+
+        task.process(&record(12, Some(b"a")), &mut out)
+            .expect("process");
+        assert_eq!(task.rollback(), vec![("in".to_owned(), 12)]);
+        assert_eq!(
+            task.store_mut().get(b"a").expect("get"),
+            Some(&1),
+            "rollback restores the committed count"
+        );
+        assert_eq!(
+            out.len(),
+            2,
+            "the collector saw both sends; the transport discards aborted ones"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! A tiny streams application run as a separate process, so tests can SIGKILL it mid-work.
+//!
+//! The test binary re-runs itself with `--exact counting_app::child --ignored` and the
+//! application's settings in `TICKSTREAM_TEST_COUNTING_APP`: the ignored test below is the
+//! child's `main`. Run without that variable it does nothing.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use tickstream_streams::{
+    KafkaStreams, ProcessError, ProcessingGuarantee, Processor, ProcessorContext, Record,
+    Rejection, StreamsConfig,
+};
+
+const SETTINGS_ENV: &str = "TICKSTREAM_TEST_COUNTING_APP";
+/// The value that the counting processor rejects (so it lands in the dead-letter topic).
+pub const POISON: &[u8] = b"poison";
+
+/// Counts records per key and emits `<value>@<count>`: the output shows both that every input
+/// arrived once and that the per-key state was right when it did.
+struct Counting {
+    output: String,
+}
+
+impl Processor for Counting {
+    type State = u64;
+
+    fn process(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut ProcessorContext<'_, u64>,
+    ) -> Result<(), ProcessError> {
+        let value = record.value.unwrap_or_default();
+        if value == POISON {
+            return Err(Rejection::new("poison", "this record is poison by design").into());
+        }
+        let key = record
+            .key
+            .ok_or_else(|| Rejection::new("missing_key", "counting needs a key"))?;
+        let count = ctx.store().get(key)?.copied().unwrap_or(0) + 1;
+        ctx.store().put(key, count)?;
+        let emitted = format!("{}@{count}", String::from_utf8_lossy(value));
+        ctx.send(&self.output, Some(key), emitted.as_bytes());
+        Ok(())
+    }
+}
+
+/// What a child is told, as `key=value` pairs joined by `;`.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub application_id: String,
+    pub input: String,
+    pub output: String,
+    pub state_dir: PathBuf,
+    pub exactly_once: bool,
+    pub http: SocketAddr,
+}
+
+impl AppSettings {
+    fn encode(&self) -> String {
+        format!(
+            "application_id={};input={};output={};state_dir={};exactly_once={};http={}",
+            self.application_id,
+            self.input,
+            self.output,
+            self.state_dir.display(),
+            self.exactly_once,
+            self.http
+        )
+    }
+
+    fn decode(text: &str) -> Self {
+        let field = |name: &str| {
+            text.split(';')
+                .find_map(|pair| {
+                    pair.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix('='))
+                })
+                .unwrap_or_else(|| panic!("{SETTINGS_ENV} lacks {name}: {text}"))
+                .to_owned()
+        };
+        Self {
+            application_id: field("application_id"),
+            input: field("input"),
+            output: field("output"),
+            state_dir: PathBuf::from(field("state_dir")),
+            exactly_once: field("exactly_once") == "true",
+            http: field("http").parse().expect("a socket address"),
+        }
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.application_id)
+    }
+}
+
+/// A running child application.
+pub struct App {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl App {
+    pub fn start(settings: &AppSettings, log: &Path) -> Self {
+        let output = File::create(log).expect("create the child's log file");
+        let child = Command::new(std::env::current_exe().expect("the test binary's path"))
+            .args([
+                "--exact",
+                "counting_app::child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SETTINGS_ENV, settings.encode())
+            .env("TICKSTREAM_KAFKA_BROKERS", crate::support::kafka_brokers())
+            .stdout(Stdio::from(output.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(output))
+            .spawn()
+            .expect("start the counting application");
+        Self {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no commit, no goodbye.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the child");
+        self.child.wait().expect("reap the child");
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for the child")
+    }
+
+    /// Fails the test at once, with the log, if the application has exited: waiting for
+    /// output from a dead process would only time out.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "the counting application exited ({status}); log:\n{}",
+                self.log_tail()
+            );
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+#[test]
+#[ignore = "the counting application's entry point, run as a child process by other tests"]
+fn child() {
+    let Ok(text) = std::env::var(SETTINGS_ENV) else {
+        return;
+    };
+    let settings = AppSettings::decode(&text);
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = StreamsConfig::new(
+        &settings.application_id,
+        &crate::support::kafka_brokers(),
+        &[settings.input.as_str()],
+    );
+    config.store_name = "counts".into();
+    config.output_topics = vec![settings.output.clone()];
+    config.state_dir = settings.state_dir.clone();
+    config.processing_guarantee = if settings.exactly_once {
+        ProcessingGuarantee::ExactlyOnce
+    } else {
+        ProcessingGuarantee::AtLeastOnce
+    };
+    let output = settings.output.clone();
+    let streams = KafkaStreams::new(
+        config,
+        Box::new(move |_| Counting {
+            output: output.clone(),
+        }),
+    )
+    .expect("valid configuration");
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if let Err(error) = runtime.block_on(tickstream_streams::run_until_signal(
+        streams,
+        Some(settings.http),
+    )) {
+        panic!("the counting application failed: {error}");
+    }
+}
