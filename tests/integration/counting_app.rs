@@ -1,4 +1,6 @@
-//! A tiny streams application run as a separate process, so tests can SIGKILL it mid-work.
+//! A tiny streams application (the runtime's [`CountingProcessor`]: `value` → `value@count`,
+//! keyless records to the dead-letter topic) run as a separate process, so tests can SIGKILL
+//! it mid-work.
 //!
 //! The test binary re-runs itself with `--exact counting_app::child --ignored` and the
 //! application's settings in `TICKSTREAM_TEST_COUNTING_APP`: the ignored test below is the
@@ -9,44 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use tickstream_streams::{
-    KafkaStreams, ProcessError, ProcessingGuarantee, Processor, ProcessorContext, Record,
-    Rejection, StreamsConfig,
-};
+use tickstream_streams::{CountingProcessor, KafkaStreams, ProcessingGuarantee, StreamsConfig};
 
 const SETTINGS_ENV: &str = "TICKSTREAM_TEST_COUNTING_APP";
-/// The value that the counting processor rejects (so it lands in the dead-letter topic).
-pub const POISON: &[u8] = b"poison";
-
-/// Counts records per key and emits `<value>@<count>`: the output shows both that every input
-/// arrived once and that the per-key state was right when it did.
-struct Counting {
-    output: String,
-}
-
-impl Processor for Counting {
-    type State = u64;
-
-    fn process(
-        &mut self,
-        record: &Record<'_>,
-        ctx: &mut ProcessorContext<'_, u64>,
-    ) -> Result<(), ProcessError> {
-        let value = record.value.unwrap_or_default();
-        if value == POISON {
-            return Err(Rejection::new("poison", "this record is poison by design").into());
-        }
-        let key = record
-            .key
-            .ok_or_else(|| Rejection::new("missing_key", "counting needs a key"))?;
-        let count = ctx.store().get(key)?.copied().unwrap_or(0) + 1;
-        ctx.store().put(key, count)?;
-        let emitted = format!("{}@{count}", String::from_utf8_lossy(value));
-        ctx.send(&self.output, Some(key), emitted.as_bytes());
-        Ok(())
-    }
-}
-
 /// What a child is told, as `key=value` pairs joined by `;`.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
@@ -187,9 +154,7 @@ fn child() {
     let output = settings.output.clone();
     let streams = KafkaStreams::new(
         config,
-        Box::new(move |_| Counting {
-            output: output.clone(),
-        }),
+        Box::new(move |_| CountingProcessor::new(output.clone())),
     )
     .expect("valid configuration");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");

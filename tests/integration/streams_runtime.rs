@@ -16,7 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::counting_app::{App, AppSettings, POISON};
+use crate::counting_app::{App, AppSettings};
 use crate::support::{
     create_topic, kafka_brokers, produce_keyed, producer, require_kafka, unique_name,
 };
@@ -359,6 +359,9 @@ fn two_instances_split_the_work_and_one_takes_over_when_the_other_stops() {
     assert_exactly_once(&read_all_committed(&first.output, 4), &expected(0..TOTAL));
 }
 
+/// A record the processor rejects.
+const POISON: &[u8] = b"poison";
+
 #[test]
 fn a_poison_record_goes_to_the_dead_letter_topic_and_processing_continues() {
     require_kafka();
@@ -368,9 +371,8 @@ fn a_poison_record_goes_to_the_dead_letter_topic_and_processing_continues() {
     block_on(async {
         let producer = producer(&brokers, &[]);
         produce_keyed(&producer, &settings.input, 0..5, KEYS).await;
-        let record = rdkafka::producer::FutureRecord::to(&settings.input)
-            .key("key-poison")
-            .payload(POISON);
+        // No key: the counting processor cannot count it and rejects it.
+        let record = rdkafka::producer::FutureRecord::<(), _>::to(&settings.input).payload(POISON);
         producer
             .send(record, Duration::from_secs(30))
             .await
@@ -384,7 +386,7 @@ fn a_poison_record_goes_to_the_dead_letter_topic_and_processing_continues() {
         &mut app,
         settings.http,
         "tickstream_dead_letter_records_total",
-        "reason=\"poison\"",
+        "reason=\"missing_key\"",
         |n| n == 1.0,
     );
     let log = app.log_tail();
@@ -402,7 +404,7 @@ fn a_poison_record_goes_to_the_dead_letter_topic_and_processing_continues() {
             other => panic!("no dead-letter record: {other:?}"),
         }
     };
-    assert_eq!(message.key(), Some(&b"key-poison"[..]));
+    assert_eq!(message.key(), None);
     assert_eq!(message.payload(), Some(POISON));
     let headers = message
         .headers()
@@ -414,11 +416,14 @@ fn a_poison_record_goes_to_the_dead_letter_topic_and_processing_continues() {
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    assert_eq!(header("tickstream.error.code").as_deref(), Some("poison"));
+    assert_eq!(
+        header("tickstream.error.code").as_deref(),
+        Some("missing_key")
+    );
     assert_eq!(
         header("tickstream.source.topic").as_deref(),
         Some(settings.input.as_str())
     );
     assert_eq!(header("tickstream.source.offset").as_deref(), Some("5"));
-    assert!(header("tickstream.error.message").is_some_and(|m| m.contains("poison")));
+    assert!(header("tickstream.error.message").is_some_and(|m| m.contains("needs a key")));
 }

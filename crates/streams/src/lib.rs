@@ -43,8 +43,10 @@
 //! `/healthz`, `/readyz` and graceful shutdown on SIGTERM/SIGINT.
 
 mod config;
+mod counting;
 mod http;
 mod kafka;
+mod memory;
 mod metrics;
 mod processor;
 mod runner;
@@ -52,12 +54,14 @@ mod store;
 mod task;
 
 pub use config::{ConfigError, ProcessingGuarantee, StreamsConfig};
+pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
 pub use kafka::{KafkaStreams, ProcessorFactory, StreamsError, dlq_headers};
+pub use memory::{InMemoryBroker, InMemoryStreams, MemoryError, StoredRecord};
 pub use metrics::{Health, StreamsMetrics};
 pub use processor::{
-    Collector, ProcessError, Processor, ProcessorContext, PunctuationType, Record, Rejection,
-    TaskId,
+    Collector, Emitted, ProcessError, Processor, ProcessorContext, PunctuationType, Record,
+    Rejection, TaskId,
 };
 pub use runner::run_until_signal;
 pub use store::{Change, KeyValueStore, StateCodec, StateDir, StoreError};

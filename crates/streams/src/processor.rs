@@ -81,7 +81,11 @@ pub trait Collector {
     fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>);
 }
 
-impl Collector for Vec<(String, Option<Vec<u8>>, Vec<u8>)> {
+/// A record as a plain `Vec` collector keeps it: `(topic, key, value)`.
+pub type Emitted = (String, Option<Vec<u8>>, Vec<u8>);
+
+/// Collects into memory: for testing processors.
+impl Collector for Vec<Emitted> {
     fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], _timestamp: Option<i64>) {
         self.push((topic.to_owned(), key.map(<[u8]>::to_vec), value.to_vec()));
     }

@@ -157,26 +157,7 @@ impl<P: Processor> StreamTask<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Counts records per key; rejects records without a key.
-    struct Counting;
-
-    impl Processor for Counting {
-        type State = u64;
-        fn process(
-            &mut self,
-            record: &Record<'_>,
-            ctx: &mut ProcessorContext<'_, u64>,
-        ) -> Result<(), ProcessError> {
-            let key = record
-                .key
-                .ok_or_else(|| Rejection::new("missing_key", "a count needs a key"))?;
-            let count = ctx.store().get(key)?.copied().unwrap_or(0) + 1;
-            ctx.store().put(key, count)?;
-            ctx.send("counts", Some(key), count.to_string().as_bytes());
-            Ok(())
-        }
-    }
+    use crate::counting::CountingProcessor;
 
     fn record<'a>(offset: i64, key: Option<&'a [u8]>) -> Record<'a> {
         Record {
@@ -191,7 +172,11 @@ mod tests {
 
     #[test]
     fn rejected_records_advance_the_position_and_rollback_rewinds_to_the_last_commit() {
-        let mut task = StreamTask::new(TaskId(0), Counting, KeyValueStore::in_memory("counts"));
+        let mut task = StreamTask::new(
+            TaskId(0),
+            CountingProcessor::new("counts"),
+            KeyValueStore::in_memory("counts"),
+        );
         let mut out = Vec::new();
         assert!(matches!(
             task.process(&record(10, Some(b"a")), &mut out),
@@ -219,5 +204,77 @@ mod tests {
             2,
             "the collector saw both sends; the transport discards aborted ones"
         );
+    }
+
+    /// Emits a tick at every punctuation, with the time it fired at.
+    struct Ticking(PunctuationType);
+
+    impl Processor for Ticking {
+        type State = u64;
+        fn process(
+            &mut self,
+            _: &Record<'_>,
+            _: &mut ProcessorContext<'_, u64>,
+        ) -> Result<(), ProcessError> {
+            Ok(())
+        }
+        fn punctuation(&self) -> Option<(PunctuationType, std::time::Duration)> {
+            Some((self.0, std::time::Duration::from_millis(100)))
+        }
+        fn punctuate(
+            &mut self,
+            time: i64,
+            ctx: &mut ProcessorContext<'_, u64>,
+        ) -> Result<(), StoreError> {
+            ctx.send("ticks", None, time.to_string().as_bytes());
+            Ok(())
+        }
+    }
+
+    fn fired(out: &[crate::processor::Emitted]) -> Vec<String> {
+        out.iter()
+            .map(|(_, _, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn stream_time_punctuation_fires_when_record_timestamps_cross_each_interval() {
+        let mut task = StreamTask::new(
+            TaskId(0),
+            Ticking(PunctuationType::StreamTime),
+            KeyValueStore::in_memory("s"),
+        );
+        let mut out = Vec::new();
+        for ts in [1_050, 1_090, 1_100, 1_150, 1_420, 1_410] {
+            let record = Record {
+                timestamp: Some(ts),
+                ..record(0, Some(b"k"))
+            };
+            task.process(&record, &mut out).expect("process");
+        }
+        // Armed at 1_100 by the first record; fires at 1_100 and 1_420; a late record (1_410)
+        // does not move stream time back.
+        assert_eq!(fired(&out), ["1100", "1420"]);
+        task.punctuate_wall_clock(5_000, &mut out)
+            .expect("no wall-clock schedule");
+        assert_eq!(
+            out.len(),
+            2,
+            "a stream-time processor ignores the wall clock"
+        );
+    }
+
+    #[test]
+    fn wall_clock_punctuation_fires_once_per_interval_of_wall_time() {
+        let mut task = StreamTask::new(
+            TaskId(0),
+            Ticking(PunctuationType::WallClock),
+            KeyValueStore::in_memory("s"),
+        );
+        let mut out = Vec::new();
+        for now in [10_000, 10_050, 10_100, 10_150, 10_420] {
+            task.punctuate_wall_clock(now, &mut out).expect("punctuate");
+        }
+        assert_eq!(fired(&out), ["10100", "10420"]);
     }
 }

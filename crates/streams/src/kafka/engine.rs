@@ -15,7 +15,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{info, info_span, warn};
 
 use super::StreamsError;
 use super::produce::{
@@ -122,6 +122,9 @@ impl<P: Processor> Engine<P> {
         if self.tasks.contains_key(&id) {
             return Ok(());
         }
+        // Everything logged while the task is set up (restoration included) carries its id.
+        let _span =
+            info_span!("task", application = %self.config.application_id, task = %id).entered();
         let tree = self.state.task_tree(&self.config.store_name, partition)?;
         restore_task(
             &self.restore_consumer,
@@ -430,8 +433,12 @@ impl<P: Processor> Engine<P> {
             self.fatal.get_or_insert(error);
         }
         for element in revoked.elements() {
-            if self.tasks.remove(&TaskId(element.partition())).is_some() {
-                info!(task = %TaskId(element.partition()), "task closed (partition revoked)");
+            let id = TaskId(element.partition());
+            if self.tasks.remove(&id).is_some() {
+                let _span =
+                    info_span!("task", application = %self.config.application_id, task = %id)
+                        .entered();
+                info!("task closed (partition revoked)");
             }
         }
         self.metrics
