@@ -79,8 +79,8 @@ impl StreamsMetrics {
                 &["topic", "reason"],
             ),
             process_seconds: histogram(
-                "process_batch_duration_seconds",
-                "Time to process one polled batch of records.",
+                "process_duration_seconds",
+                "Time to process one record (the processor plus routing its outputs to the producer).",
                 prometheus::exponential_buckets(0.000_05, 4.0, 10).expect("valid buckets"),
             ),
             commit_seconds: histogram(
