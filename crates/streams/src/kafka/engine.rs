@@ -465,6 +465,13 @@ impl<P: Processor> Engine<P> {
         self.health.set_ready(true);
     }
 
+    /// After a failure: drop every task without committing anything. Their uncommitted work
+    /// is redone from the last commit by whichever instance owns the partitions next.
+    pub(crate) fn abandon(&mut self) {
+        self.tasks.clear();
+        self.health.set_ready(false);
+    }
+
     /// Clean shutdown: commit, close every task, make local state durable.
     pub(crate) fn close<C: ConsumerContext>(
         &mut self,

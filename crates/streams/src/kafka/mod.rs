@@ -181,7 +181,18 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             .map_err(|e| StreamsError::kafka("subscribing", e))?;
 
         let result = process_until(&consumer, shutdown, &self.metrics, &self.health);
-        let closed = consumer.context().engine().close(&consumer);
+        // Commit only after a clean stop. After a failure the batch may be half done (the
+        // failing record's position already advanced): committing it could skip that record.
+        // Instead the tasks are abandoned (so the revocation that leaving the group triggers has
+        // nothing to commit either), the open transaction is left to abort (the broker's
+        // timeout, or fencing by this instance's next start) and sled never sees the batch.
+        let closed = match &result {
+            Ok(()) => consumer.context().engine().close(&consumer),
+            Err(_) => {
+                consumer.context().engine().abandon();
+                Ok(())
+            }
+        };
         // Leave the group now, so a surviving instance takes over without waiting for a timeout.
         consumer.unsubscribe();
         drop(consumer);
