@@ -44,6 +44,7 @@
 
 mod config;
 mod counting;
+pub mod dlq_headers;
 mod http;
 mod kafka;
 mod memory;
@@ -56,7 +57,7 @@ mod task;
 pub use config::{ConfigError, ProcessingGuarantee, StreamsConfig};
 pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
-pub use kafka::{KafkaStreams, ProcessorFactory, StreamsError, dlq_headers};
+pub use kafka::{KafkaStreams, ProcessorFactory, StreamsError};
 pub use memory::{InMemoryBroker, InMemoryStreams, MemoryError, StoredRecord};
 pub use metrics::{Health, StreamsMetrics};
 pub use processor::{

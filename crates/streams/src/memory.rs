@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::kafka::dlq_headers;
+use crate::dlq_headers;
 use crate::processor::{Collector, Processor, Record, TaskId};
 use crate::store::{KeyValueStore, StateDir, StoreError};
 use crate::task::{Outcome, StreamTask};
@@ -254,14 +254,13 @@ impl<P: Processor> InMemoryStreams<P> {
                                 key: stored.key.clone(),
                                 value: stored.value.clone(),
                                 timestamp: stored.timestamp,
-                                headers: vec![
-                                    (dlq_headers::ERROR_CODE.into(), rejection.code.to_string()),
-                                    (dlq_headers::ERROR_MESSAGE.into(), rejection.message.clone()),
-                                    (dlq_headers::SOURCE_TOPIC.into(), topic.clone()),
-                                    (dlq_headers::SOURCE_PARTITION.into(), partition.to_string()),
-                                    (dlq_headers::SOURCE_OFFSET.into(), record.offset.to_string()),
-                                    (dlq_headers::APPLICATION.into(), self.application_id.clone()),
-                                ],
+                                headers: dlq_headers::for_rejection(
+                                    &record,
+                                    &rejection,
+                                    &self.application_id,
+                                )
+                                .map(|(name, value)| (name.to_owned(), value))
+                                .to_vec(),
                             });
                     }
                 }

@@ -19,10 +19,11 @@ use tracing::{info, info_span, warn};
 
 use super::StreamsError;
 use super::produce::{
-    DeliveryLog, ProducerCollector, StreamsProducer, lock, send_with_backpressure,
+    DeliveryLog, ProducerCollector, StreamsProducer, count, lock, send_with_backpressure,
 };
 use super::restore::{RestoreContext, restore_task};
 use crate::config::{ProcessingGuarantee, StreamsConfig};
+use crate::dlq_headers;
 use crate::metrics::{Health, StreamsMetrics};
 use crate::processor::{Processor, Record, Rejection, TaskId};
 use crate::store::{Change, KeyValueStore, StateDir};
@@ -30,16 +31,6 @@ use crate::task::{Outcome, StreamTask};
 
 /// Creates the processor of a task; called on every assignment of that task.
 pub type ProcessorFactory<P> = Box<dyn Fn(TaskId) -> P + Send + Sync>;
-
-/// Header names on dead-letter records.
-pub mod dlq_headers {
-    pub const ERROR_CODE: &str = "tickstream.error.code";
-    pub const ERROR_MESSAGE: &str = "tickstream.error.message";
-    pub const SOURCE_TOPIC: &str = "tickstream.source.topic";
-    pub const SOURCE_PARTITION: &str = "tickstream.source.partition";
-    pub const SOURCE_OFFSET: &str = "tickstream.source.offset";
-    pub const APPLICATION: &str = "tickstream.application";
-}
 
 /// How long one Kafka operation of the commit path may take before the commit counts as failed.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,7 +156,7 @@ impl<P: Processor> Engine<P> {
         if let Outcome::Rejected(rejection) = outcome {
             self.send_dead_letter(&record, &rejection);
         }
-        *self.consumed.entry(record.topic.to_owned()).or_default() += 1;
+        count(&mut self.consumed, record.topic, 1);
         self.uncommitted += 1;
         if self.uncommitted.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO); // serve delivery reports as we go
@@ -174,33 +165,15 @@ impl<P: Processor> Engine<P> {
     }
 
     fn send_dead_letter(&mut self, record: &Record<'_>, rejection: &Rejection) {
-        let partition = record.partition.to_string();
-        let offset = record.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: dlq_headers::ERROR_CODE,
-                value: Some(rejection.code.as_ref()),
-            })
-            .insert(Header {
-                key: dlq_headers::ERROR_MESSAGE,
-                value: Some(&rejection.message),
-            })
-            .insert(Header {
-                key: dlq_headers::SOURCE_TOPIC,
-                value: Some(record.topic),
-            })
-            .insert(Header {
-                key: dlq_headers::SOURCE_PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: dlq_headers::SOURCE_OFFSET,
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: dlq_headers::APPLICATION,
-                value: Some(&self.config.application_id),
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in
+            dlq_headers::for_rejection(record, rejection, &self.config.application_id)
+        {
+            headers = headers.insert(Header {
+                key,
+                value: Some(&value),
             });
+        }
         let mut dead =
             BaseRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic).headers(headers);
         if let Some(key) = record.key {
@@ -216,10 +189,7 @@ impl<P: Processor> Engine<P> {
             .dead_letter_records
             .with_label_values(&[record.topic, rejection.code.as_ref()])
             .inc();
-        *self
-            .produced
-            .entry(self.config.dead_letter_topic.clone())
-            .or_default() += 1;
+        count(&mut self.produced, &self.config.dead_letter_topic, 1);
     }
 
     pub(crate) fn punctuate_wall_clock(&mut self, now_ms: i64) -> Result<(), StreamsError> {
@@ -330,7 +300,7 @@ impl<P: Processor> Engine<P> {
                 }
                 send_with_backpressure(&self.producer, record).map_err(classify)?;
             }
-            *self.produced.entry(self.changelog.clone()).or_default() += changes.len() as u64;
+            count(&mut self.produced, &self.changelog, changes.len() as u64);
         }
         self.producer.flush(OPERATION_TIMEOUT).map_err(classify)?;
         let log = std::mem::take(&mut *lock(&self.producer.context().log));

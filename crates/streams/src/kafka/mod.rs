@@ -20,8 +20,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use tracing::{info, warn};
 
+pub use engine::ProcessorFactory;
 use engine::{Engine, StreamsContext};
-pub use engine::{ProcessorFactory, dlq_headers};
 use produce::{DeliveryContext, StreamsProducer};
 use restore::RestoreContext;
 

@@ -63,6 +63,16 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Adds `n` to `topic`'s count. Per-record path: allocates the topic name only the first time.
+pub(crate) fn count(counts: &mut HashMap<String, u64>, topic: &str, n: u64) {
+    match counts.get_mut(topic) {
+        Some(total) => *total += n,
+        None => {
+            counts.insert(topic.to_owned(), n);
+        }
+    }
+}
+
 pub(crate) type StreamsProducer = BaseProducer<DeliveryContext>;
 
 /// Sends, waiting for room when librdkafka's queue is full rather than failing.
@@ -100,12 +110,7 @@ impl Collector for ProducerCollector<'_> {
             record = record.timestamp(timestamp);
         }
         match send_with_backpressure(self.producer, record) {
-            Ok(()) => match self.produced.get_mut(topic) {
-                Some(count) => *count += 1,
-                None => {
-                    self.produced.insert(topic.to_owned(), 1);
-                }
-            },
+            Ok(()) => count(self.produced, topic, 1),
             Err(error) => {
                 self.failure.get_or_insert(error);
             }
