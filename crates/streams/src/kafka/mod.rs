@@ -362,12 +362,50 @@ fn prepare_topics(config: &StreamsConfig) -> Result<i32, StreamsError> {
     }
     let mut others = vec![config.dead_letter_topic.clone()];
     others.extend(config.output_topics.iter().cloned());
-    for topic in others {
-        if partitions_of(&topic)?.is_none() {
-            create_topic(config, &topic, partitions, false)?;
+    for topic in &others {
+        if partitions_of(topic)?.is_none() {
+            create_topic(config, topic, partitions, false)?;
         }
     }
+    // A topic exists in metadata before its partitions have leaders; reading the changelog's
+    // offsets in that gap fails with NotLeaderForPartition. Wait until every partition of
+    // every topic the tasks touch has one.
+    others.push(changelog);
+    for topic in &others {
+        await_leaders(&probe, topic, config)?;
+    }
     Ok(partitions)
+}
+
+fn await_leaders(
+    probe: &BaseConsumer,
+    topic: &str,
+    config: &StreamsConfig,
+) -> Result<(), StreamsError> {
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let metadata = probe
+            .fetch_metadata(Some(topic), STARTUP_TIMEOUT)
+            .map_err(|e| StreamsError::kafka(&format!("reading metadata of {topic}"), e))?;
+        let ready = metadata.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && !t.partitions().is_empty()
+                && t.partitions()
+                    .iter()
+                    .all(|p| p.error().is_none() && p.leader() >= 0)
+        });
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StreamsError::Topology(format!(
+                "topic {topic:?} has partitions without a leader on {} after {STARTUP_TIMEOUT:?}: check the broker's log",
+                config.bootstrap_servers
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn create_topic(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{error, info};
@@ -22,6 +22,8 @@ use crate::store::TaskTree;
 
 /// Restoration fails if the changelog yields nothing for this long before its end.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long reading a changelog partition's offsets may take, retries included.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records applied to sled per batch (and per progress update).
 const BATCH: usize = 10_000;
 
@@ -39,6 +41,31 @@ impl ClientContext for RestoreContext {
 
 impl ConsumerContext for RestoreContext {}
 
+/// Leadership moves (a fresh topic, a broker restart) answer with a retriable error for a
+/// moment; those are retried until `WATERMARK_TIMEOUT`, anything else fails at once.
+fn fetch_watermarks(
+    consumer: &BaseConsumer<RestoreContext>,
+    changelog: &str,
+    partition: i32,
+) -> Result<(i64, i64), KafkaError> {
+    let deadline = Instant::now() + WATERMARK_TIMEOUT;
+    loop {
+        match consumer.fetch_watermarks(changelog, partition, WATERMARK_TIMEOUT) {
+            Err(KafkaError::MetadataFetch(code))
+                if matches!(
+                    code,
+                    RDKafkaErrorCode::NotLeaderForPartition
+                        | RDKafkaErrorCode::LeaderNotAvailable
+                        | RDKafkaErrorCode::UnknownTopicOrPartition
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 pub(crate) fn restore_task(
     consumer: &BaseConsumer<RestoreContext>,
     tree: &TaskTree,
@@ -51,8 +78,7 @@ pub(crate) fn restore_task(
         partition,
         problem,
     };
-    let (low, high) = consumer
-        .fetch_watermarks(changelog, partition, Duration::from_secs(30))
+    let (low, high) = fetch_watermarks(consumer, changelog, partition)
         .map_err(|e| fail(format!("cannot read its offsets: {e}")))?;
     let start = match tree.checkpoint()? {
         Some(checkpoint) if (low..=high).contains(&checkpoint) => checkpoint,
