@@ -16,12 +16,31 @@ pub(crate) fn for_rejection(
     rejection: &Rejection,
     application: &str,
 ) -> [(&'static str, String); 6] {
+    headers(
+        &rejection.code,
+        &rejection.message,
+        record.topic,
+        record.partition,
+        record.offset,
+        application,
+    )
+}
+
+/// The dead-letter headers of a record refused with `code` and `message`, by name.
+pub fn headers(
+    code: &str,
+    message: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    application: &str,
+) -> [(&'static str, String); 6] {
     [
-        (ERROR_CODE, rejection.code.to_string()),
-        (ERROR_MESSAGE, rejection.message.clone()),
-        (SOURCE_TOPIC, record.topic.to_owned()),
-        (SOURCE_PARTITION, record.partition.to_string()),
-        (SOURCE_OFFSET, record.offset.to_string()),
+        (ERROR_CODE, code.to_owned()),
+        (ERROR_MESSAGE, message.to_owned()),
+        (SOURCE_TOPIC, topic.to_owned()),
+        (SOURCE_PARTITION, partition.to_string()),
+        (SOURCE_OFFSET, offset.to_string()),
         (APPLICATION, application.to_owned()),
     ]
 }

@@ -59,7 +59,7 @@ pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
 pub use kafka::{KafkaStreams, ProcessorFactory, StreamsError};
 pub use memory::{InMemoryBroker, InMemoryStreams, MemoryError, StoredRecord};
-pub use metrics::{Health, StreamsMetrics};
+pub use metrics::{Health, MetricsRegistry, StreamsMetrics};
 pub use processor::{
     Collector, Emitted, ProcessError, Processor, ProcessorContext, PunctuationType, Record,
     Rejection, TaskId,

@@ -141,7 +141,7 @@ impl InMemoryBroker {
     }
 
     /// Waits until something is appended anywhere, or `timeout` passes.
-    fn wait_for_append(&self, timeout: Duration) {
+    pub fn wait_for_append(&self, timeout: Duration) {
         let topics = self.topics();
         let _ = self.appended.wait_timeout(topics, timeout);
     }
@@ -217,6 +217,11 @@ impl<P: Processor> InMemoryStreams<P> {
             tasks,
             offsets: HashMap::new(),
         })
+    }
+
+    /// Where rejected records go: `<application_id>.dlq`.
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
     }
 
     /// Processes what is available (up to a batch per partition) and commits it: outputs and

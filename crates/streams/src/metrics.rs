@@ -4,15 +4,17 @@
 //! so several runtimes in one process (tests, the embedded all-in-one mode) never collide.
 //! Names are stable: dashboards and alerts depend on them.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub struct StreamsMetrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     pub records_consumed: IntCounterVec,
     pub records_produced: IntCounterVec,
     pub dead_letter_records: IntCounterVec,
@@ -27,37 +29,88 @@ pub struct StreamsMetrics {
     pub assigned_partitions: IntGauge,
 }
 
-fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
-    // Names are fixed literals below, unique within this fresh registry: registering cannot fail.
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
+/// A Prometheus registry for one processor instance that remembers what it exports.
+///
+/// Every processor (the runtime, enrich's analytics gauges, ingest, sink) registers its metrics
+/// here: names get the `tickstream_` prefix and an `application` label, and [`Self::names`]
+/// lists them so dashboards and alert rules can be checked against what really exists.
+pub struct MetricsRegistry {
+    registry: Registry,
+    names: Mutex<Vec<String>>,
 }
 
-impl StreamsMetrics {
-    /// Metrics labelled with the application (`application` const label) in a new registry.
+impl MetricsRegistry {
+    pub const PREFIX: &'static str = "tickstream";
+
     pub fn new(application_id: &str) -> Self {
         let registry = Registry::new_custom(
-            Some("tickstream".to_owned()),
+            Some(Self::PREFIX.to_owned()),
             Some([("application".to_owned(), application_id.to_owned())].into()),
         )
         .expect("a valid prefix and label");
+        Self {
+            registry,
+            names: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers `metric` and hands it back.
+    ///
+    /// # Panics
+    /// On a name registered twice: metric names are literals in the code, so that is a bug.
+    pub fn register<M: Collector + Clone + 'static>(&self, metric: M) -> M {
+        let names: Vec<String> = metric
+            .desc()
+            .iter()
+            .map(|d| format!("{}_{}", Self::PREFIX, d.fq_name))
+            .collect();
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(names);
+        metric
+    }
+
+    /// The exported metric family names (`tickstream_records_consumed_total`, …); histograms
+    /// also export `_bucket`, `_sum` and `_count` series under theirs.
+    pub fn names(&self) -> Vec<String> {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut text)
+            .map(|()| text)
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+impl StreamsMetrics {
+    /// The runtime's metrics, labelled with the application, in a new registry.
+    pub fn new(application_id: &str) -> Self {
+        let registry = MetricsRegistry::new(application_id);
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                &registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
+            registry
+                .register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                &registry,
-                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
+            registry
+                .register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            register(
-                &registry,
+            registry.register(
                 Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                     .expect("valid metric"),
             )
@@ -88,12 +141,10 @@ impl StreamsMetrics {
                 "Time of one commit (changelog flush, offsets, transaction commit, state apply).",
                 prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets"),
             ),
-            commits: register(
-                &registry,
+            commits: registry.register(
                 IntCounter::new("commits_total", "Successful commits.").expect("valid metric"),
             ),
-            transaction_aborts: register(
-                &registry,
+            transaction_aborts: registry.register(
                 IntCounter::new(
                     "transaction_aborts_total",
                     "Commits that failed and were rolled back.",
@@ -115,13 +166,11 @@ impl StreamsMetrics {
                 "Changelog records still to replay for a task being restored (0 when done).",
                 &["store", "partition"],
             ),
-            state_store_bytes: register(
-                &registry,
+            state_store_bytes: registry.register(
                 IntGauge::new("state_store_bytes", "Bytes of local state on disk (sled).")
                     .expect("valid metric"),
             ),
-            assigned_partitions: register(
-                &registry,
+            assigned_partitions: registry.register(
                 IntGauge::new(
                     "assigned_partitions",
                     "Input partitions assigned to this instance.",
@@ -132,17 +181,14 @@ impl StreamsMetrics {
         }
     }
 
-    pub fn registry(&self) -> &Registry {
+    /// The instance's registry: processors register their own metrics beside the runtime's.
+    pub fn registry(&self) -> &MetricsRegistry {
         &self.registry
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        prometheus::TextEncoder::new()
-            .encode_utf8(&self.registry.gather(), &mut text)
-            .map(|()| text)
-            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+        self.registry.render()
     }
 }
 

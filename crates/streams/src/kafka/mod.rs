@@ -103,6 +103,14 @@ impl<P: Processor + 'static> KafkaStreams<P> {
         })
     }
 
+    /// Reports into `metrics` instead of a registry of its own: processors register their
+    /// metrics in the same registry first, and one `/metrics` shows both.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<StreamsMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn metrics(&self) -> Arc<StreamsMetrics> {
         Arc::clone(&self.metrics)
     }
