@@ -67,10 +67,15 @@ pub struct BinanceRestSource {
     pub breaker: BreakerConfig,
 }
 
+impl BinanceRestSource {
+    /// Binance's public REST API.
+    pub const DEFAULT_BASE_URL: &'static str = "https://api.binance.com";
+}
+
 impl Default for BinanceRestSource {
     fn default() -> Self {
         Self {
-            base_url: "https://api.binance.com".to_owned(),
+            base_url: Self::DEFAULT_BASE_URL.to_owned(),
             interval: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
             breaker: BreakerConfig::default(),
