@@ -6,11 +6,11 @@
 //! application's settings in `TICKSTREAM_TEST_COUNTING_APP`: the ignored test below is the
 //! child's `main`. Run without that variable it does nothing.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 
+use crate::support::ChildProcess;
 use tickstream_streams::{CountingProcessor, KafkaStreams, ProcessingGuarantee, StreamsConfig};
 
 const SETTINGS_ENV: &str = "TICKSTREAM_TEST_COUNTING_APP";
@@ -63,67 +63,20 @@ impl AppSettings {
     }
 }
 
-/// A running child application.
-pub struct App {
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl App {
-    pub fn start(settings: &AppSettings, log: &Path) -> Self {
-        let output = File::create(log).expect("create the child's log file");
-        let child = Command::new(std::env::current_exe().expect("the test binary's path"))
-            .args([
-                "--exact",
-                "counting_app::child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(SETTINGS_ENV, settings.encode())
-            .env("TICKSTREAM_KAFKA_BROKERS", crate::support::kafka_brokers())
-            .stdout(Stdio::from(output.try_clone().expect("clone log handle")))
-            .stderr(Stdio::from(output))
-            .spawn()
-            .expect("start the counting application");
-        Self {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    /// SIGKILL: no commit, no goodbye.
-    pub fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the child");
-        self.child.wait().expect("reap the child");
-    }
-
-    /// SIGTERM, then wait for the exit status.
-    pub fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM failed");
-        self.child.wait().expect("wait for the child")
-    }
-
-    /// Fails the test at once, with the log, if the application has exited: waiting for
-    /// output from a dead process would only time out.
-    pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "the counting application exited ({status}); log:\n{}",
-                self.log_tail()
-            );
-        }
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
+/// Starts the counting application as a child process logging to `log`.
+pub fn start(settings: &AppSettings, log: &Path) -> ChildProcess {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
+    command
+        .args([
+            "--exact",
+            "counting_app::child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SETTINGS_ENV, settings.encode())
+        .env("TICKSTREAM_KAFKA_BROKERS", crate::support::kafka_brokers());
+    ChildProcess::spawn("the counting application", command, log)
 }
 
 #[test]

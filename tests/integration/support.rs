@@ -1,21 +1,27 @@
 //! What every integration test needs: where the services are, a check that they answer (with a
 //! readable failure instead of a hang), and names no other test run uses.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
-use rdkafka::ClientConfig;
-use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// How long any single wait on a service may take before the test fails instead of hanging.
 pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long any wait for an application's output may take.
+pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn kafka_brokers() -> String {
     std::env::var("TICKSTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:39092".to_owned())
@@ -208,4 +214,285 @@ pub fn value_number(value: &str) -> u32 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected payload {value:?}"))
+}
+
+/// A child process (the real binary, or this test binary re-run as an application) whose
+/// output goes to a log file, so a failing test can show what it said.
+pub struct ChildProcess {
+    child: Child,
+    what: String,
+    pub log: PathBuf,
+}
+
+impl ChildProcess {
+    /// Spawns `command` with stdout and stderr appended to `log`; `what` names it in failures.
+    pub fn spawn(what: &str, mut command: Command, log: &Path) -> Self {
+        let output = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the child's log file");
+        let child = command
+            .stdout(Stdio::from(output.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(output))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what} failed: {e}"));
+        Self {
+            child,
+            what: what.to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself (after a signal sent by the test).
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().expect("wait for the child")
+    }
+
+    /// SIGKILL: no commit, no goodbye.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the child");
+        self.child.wait().expect("reap the child");
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for the child")
+    }
+
+    /// Fails the test at once, with the log, if the process has exited: waiting for output
+    /// from a dead process would only time out.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}); log:\n{}", self.what, self.log_tail());
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for ChildProcess {
+    /// A failing test must not leave processes behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Runtime::new()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+pub fn free_local_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+}
+
+pub fn read_committed_consumer(topic: &str, partitions: i32) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        // assign() needs a group id; this reader never joins the group nor commits.
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer config");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// Follows the committed output while the application works, to time the kills.
+pub struct Progress {
+    consumer: BaseConsumer,
+    pub seen: usize,
+}
+
+impl Progress {
+    pub fn new(topic: &str, partitions: i32) -> Self {
+        Self {
+            consumer: read_committed_consumer(topic, partitions),
+            seen: 0,
+        }
+    }
+
+    /// Returns once at least `count` committed outputs exist; fails with the app's log if the
+    /// output stops growing.
+    pub fn wait_for(&mut self, count: usize, app: &mut ChildProcess) {
+        let mut last_growth = Instant::now();
+        while self.seen < count {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(_)) => {
+                    self.seen += 1;
+                    last_growth = Instant::now();
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                    app.assert_running();
+                    assert!(
+                        last_growth.elapsed() < PROGRESS_TIMEOUT,
+                        "output stuck at {} of {count} for {PROGRESS_TIMEOUT:?}; app log:\n{}",
+                        self.seen,
+                        app.log_tail()
+                    );
+                }
+                Some(Err(error)) => panic!("reading the output failed: {error}"),
+            }
+        }
+    }
+}
+
+/// Every committed record of `topic`, read from the beginning to the end of each partition.
+pub fn read_all_committed(topic: &str, partitions: i32) -> Vec<(String, String)> {
+    let consumer = read_committed_consumer(topic, partitions);
+    let mut at_end = HashSet::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    while at_end.len() < partitions as usize {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} to its end took over {PROGRESS_TIMEOUT:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                at_end.remove(&message.partition());
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+                records.push((text(message.key()), text(message.payload())));
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(error)) => panic!("reading {topic} failed: {error}"),
+            None => {}
+        }
+    }
+    records
+}
+
+/// A small reproducible generator for kill moments; the seed is printed to rerun a failure.
+pub fn kill_points(total: usize) -> Vec<usize> {
+    let seed = std::env::var("TICKSTREAM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("kill points seed: TICKSTREAM_TEST_SEED={seed}");
+    let mut state = seed | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 1000) as f64 / 1000.0
+    };
+    [(0.05, 0.25), (0.30, 0.55), (0.60, 0.85)]
+        .iter()
+        .map(|(low, high)| ((low + (high - low) * next()) * total as f64) as usize)
+        .collect()
+}
+
+/// The value of an unlabelled-by-us metric line, e.g. `tickstream_assigned_partitions`.
+pub fn metric(address: SocketAddr, name: &str, label_filter: &str) -> Option<f64> {
+    let (_, page) = http_get(address, "/metrics")?;
+    page.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label_filter))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// `GET path` over HTTP/1.0: the status and the body, or `None` if nothing answered.
+pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Waits (polling the endpoint, bounded) until `condition` holds for the metric.
+pub fn wait_for_metric(
+    app: &mut ChildProcess,
+    address: SocketAddr,
+    name: &str,
+    label: &str,
+    condition: impl Fn(f64) -> bool,
+) {
+    let deadline = Instant::now() + PROGRESS_TIMEOUT;
+    while !metric(address, name, label).is_some_and(&condition) {
+        app.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "{name} never met the condition; log:\n{}",
+            app.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Produces the ticks in the full raw format, key = symbol, and waits for every delivery.
+pub fn produce_ticks(topic: &str, ticks: &[(tickstream_model::Symbol, f64, i64)]) {
+    use tickstream_model::{RawTick, RecordFormat};
+    let producer = producer(&kafka_brokers(), &[("linger.ms", "20")]);
+    block_on(async {
+        let mut deliveries = Vec::with_capacity(ticks.len());
+        for &(symbol, price, ts) in ticks {
+            let value = RawTick::new(symbol, price)
+                .with_ts(ts)
+                .with_source("synthetic")
+                .encode(RecordFormat::Full);
+            let record = FutureRecord::to(topic).key(symbol.as_str()).payload(&value);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .unwrap_or_else(|(e, _)| panic!("enqueueing to {topic} failed: {e}")),
+            );
+        }
+        for delivery in futures::future::join_all(deliveries).await {
+            delivery
+                .expect("producer alive")
+                .unwrap_or_else(|(e, _)| panic!("delivery to {topic} failed: {e}"));
+        }
+    });
+}
+
+/// The value of header `name` of a consumed record, as text.
+pub fn header(message: &impl Message, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
 }
