@@ -1,10 +1,18 @@
 //! `tickstream`: the command-line edge of the project.
 //!
 //! This binary only parses arguments and wires libraries together; the work itself lives in
-//! the crates under `crates/`. Processors (`ingest`, `enrich`, `sink`) appear here as their
-//! libraries land; until then the binary offers no command that would pretend to work.
+//! the crates under `crates/`. Each processor is a subcommand, runnable as its own container:
+//! `ingest` (market data → raw topic), `enrich` (raw → derived topics), `sink` (topics →
+//! MongoDB); `query` reads what the sink stored; `run` chains all three in one process.
 
-use clap::Parser;
+mod common;
+mod enrich;
+mod ingest;
+mod query;
+mod run;
+mod sink;
+
+use clap::{Parser, Subcommand};
 
 /// A Kafka Streams-style stateful stream processor for crypto market data.
 ///
@@ -12,9 +20,33 @@ use clap::Parser;
 /// windows kept in a local sled store and results persisted to MongoDB.
 #[derive(Debug, Parser)]
 #[command(name = "tickstream", version, about, long_about = None, arg_required_else_help = true)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Market data (Binance REST/WebSocket, a replay file, or synthetic) → the raw topic(s).
+    Ingest(ingest::Args),
+    /// Raw topic(s) → moving averages, volatility and jumps on the derived topics.
+    Enrich(enrich::Args),
+    /// Raw and derived topics → MongoDB, idempotently.
+    Sink(sink::Args),
+    /// Ask MongoDB what the sink stored: latest prices, stats, jumps, analytics.
+    Query(query::Args),
+    /// ingest → enrich → sink in one process, no broker or database needed.
+    Run(run::Args),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    common::load_dotenv()?;
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ingest(args) => ingest::main(args),
+        Command::Enrich(args) => enrich::main(args),
+        Command::Sink(args) => sink::main(args),
+        Command::Query(args) => query::main(args),
+        Command::Run(args) => run::main(args),
+    }
 }
