@@ -14,41 +14,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+mod support;
+
 use tickstream_streams::{CountingProcessor, KafkaStreams, ProcessingGuarantee, StreamsConfig};
 
 const PARTITIONS: i32 = 4;
 const KEYS: usize = 1_000;
 
 fn main() {
-    let brokers =
-        std::env::var("TICKSTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:39092".into());
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not: then a small smoke
-    // run keeps the harness working without slowing the test suite.
-    let benchmarking = std::env::args().any(|a| a == "--bench");
-    let records: usize = std::env::var("TICKSTREAM_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if benchmarking { 1_000_000 } else { 2_000 });
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("client config");
-    if let Err(error) = probe.fetch_metadata(None, Duration::from_secs(5)) {
-        eprintln!(
-            "commit_path: skipped, no Kafka broker at {brokers} ({error}); start one with `make services-up`"
-        );
+    let records = support::setting("TICKSTREAM_BENCH_RECORDS", 1_000_000, 2_000);
+    let Some(brokers) = support::broker("commit_path") else {
         return;
-    }
+    };
     let run_id = std::process::id();
     let input = format!("bench-commit-in-{run_id}");
-    create_topic(&brokers, &input);
+    support::create_topic(&brokers, &input, PARTITIONS);
     let started = Instant::now();
-    preload(&brokers, &input, records);
+    support::preload(
+        &brokers,
+        &input,
+        (0..records).map(|i| (format!("key-{}", i % KEYS), format!("value-{i}"))),
+    );
     println!(
         "preloaded {records} records into {input} ({PARTITIONS} partitions) in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -66,46 +52,6 @@ fn main() {
             mean_commit * 1000.0
         );
     }
-}
-
-fn create_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin config");
-    let topic = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .expect("create topic");
-    for result in results {
-        result.expect("topic created");
-    }
-}
-
-fn preload(brokers: &str, topic: &str, records: usize) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer config");
-    for i in 0..records {
-        let key = format!("key-{}", i % KEYS);
-        let value = format!("value-{i}");
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, returned)) => {
-                    record = returned;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer
-        .flush(Duration::from_secs(120))
-        .expect("preload flushed");
 }
 
 /// Runs the counting topology until every record is committed; returns records/s between the

@@ -1,0 +1,282 @@
+//! End to end on the real broker: `tickstream enrich` (the release binary, exactly-once)
+//! against a bare librdkafka pipe over the same preloaded raw ticks, same run, same settings.
+//!
+//! ```sh
+//! make services-up && cargo bench --bench enrich_e2e     # or: make bench
+//! ```
+//!
+//! For each symbol count (10 and 10,000) it preloads `TICKSTREAM_BENCH_TICKS` raw ticks
+//! (default 2,000,000; 2,000 as a smoke run under `cargo test --all-targets`) into a
+//! 4-partition topic, then measures:
+//!
+//! * **pipe**: one consumer (`read_committed`) and one transactional producer copying every
+//!   record unchanged to another topic, committing records and offsets in one transaction
+//!   every 100 ms — the runtime's settings, without state, windows or JSON;
+//! * **enrich**: `tickstream enrich` with the default topology's analytics (a 20-tick count
+//!   window, a 5-minute time window, 2 % jumps) — four or five derived records per tick, plus
+//!   the changelog. Its `/metrics` report consumed records at commit.
+//!
+//! Both rates count from the first committed record to the commit covering the last one
+//! (start-up and group join excluded). Peak RSS is enrich's `VmHWM` at the end.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tickstream_enrich::naive::{random_walk, sample_symbols};
+use tickstream_model::{RawTick, RecordFormat};
+
+const PARTITIONS: i32 = 4;
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+fn main() {
+    let ticks = support::setting("TICKSTREAM_BENCH_TICKS", 2_000_000, 2_000);
+    let Some(brokers) = support::broker("enrich_e2e") else {
+        return;
+    };
+    let run_id = format!("{}-{}", std::process::id(), unix_ms() % 1_000_000);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    println!(
+        "| symbols | ticks | pipe ticks/s | enrich ticks/s | enrich / pipe | enrich peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for symbols in [10, 10_000] {
+        let name = format!("bench-e2e-{symbols}-{run_id}");
+        let raw = format!("{name}.raw");
+        support::create_topic(&brokers, &raw, PARTITIONS);
+        let symbol_list = sample_symbols(symbols);
+        let started = Instant::now();
+        support::preload(
+            &brokers,
+            &raw,
+            random_walk(&symbol_list, ticks, 42)
+                .into_iter()
+                .map(|(symbol, price, ts)| {
+                    let value = RawTick::new(symbol, price)
+                        .with_ts(ts)
+                        .with_source("synthetic")
+                        .encode(RecordFormat::Full);
+                    (symbol.as_str().to_owned(), value)
+                }),
+        );
+        eprintln!(
+            "preloaded {ticks} ticks over {symbols} symbols into {raw} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let pipe = bare_pipe(&brokers, &raw, &format!("{name}.copy"), ticks);
+        let topology = write_topology(dir.path(), &name, &symbol_list);
+        let (enrich, rss_kib) = enrich(&brokers, &topology, &dir.path().join(&name), ticks);
+        println!(
+            "| {symbols} | {ticks} | {pipe:.0} | {enrich:.0} | {:.0} % | {:.0} MiB |",
+            100.0 * enrich / pipe,
+            rss_kib as f64 / 1024.0
+        );
+    }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Copies `input` to `output` exactly-once; returns records/s from the first commit holding
+/// records to the commit holding the last.
+fn bare_pipe(brokers: &str, input: &str, output: &str, records: usize) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{output}-pipe"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer config");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(input, partition, Offset::Beginning)
+            .expect("a partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    // The runtime's producer settings (crates/streams/src/kafka/mod.rs).
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", format!("{output}-pipe"))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("transaction.timeout.ms", "10000")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer config");
+    producer
+        .init_transactions(TIMEOUT)
+        .expect("init transactions");
+    producer.begin_transaction().expect("begin");
+
+    let group = consumer.group_metadata().expect("group metadata");
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut copied, mut in_transaction) = (0usize, 0usize);
+    let mut first_commit: Option<(Instant, usize)> = None;
+    let mut last_commit = Instant::now();
+    loop {
+        assert!(Instant::now() < deadline, "the pipe took over {TIMEOUT:?}");
+        if let Some(message) = consumer.poll(Duration::from_millis(10)) {
+            let message = message.expect("consume");
+            let mut record = BaseRecord::to(output).payload(message.payload().unwrap_or_default());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            while let Err((_, returned)) = producer.send(record) {
+                record = returned;
+                producer.poll(Duration::from_millis(1));
+            }
+            copied += 1;
+            in_transaction += 1;
+        }
+        producer.poll(Duration::ZERO);
+        if in_transaction > 0 && (last_commit.elapsed() >= COMMIT_INTERVAL || copied == records) {
+            let positions = consumer.position().expect("positions");
+            producer
+                .send_offsets_to_transaction(&positions, &group, TIMEOUT)
+                .expect("offsets into the transaction");
+            producer.commit_transaction(TIMEOUT).expect("commit");
+            last_commit = Instant::now();
+            in_transaction = 0;
+            first_commit.get_or_insert((last_commit, copied));
+            if copied == records {
+                break;
+            }
+            producer.begin_transaction().expect("begin");
+        }
+    }
+    rate(first_commit, records)
+}
+
+/// Records per second between the first commit (`(when, records it covered)`) and now; from
+/// the start when one commit covered everything.
+fn rate(first_commit: Option<(Instant, usize)>, records: usize) -> f64 {
+    let (at, covered) = first_commit.expect("at least one commit");
+    let elapsed = at.elapsed().as_secs_f64();
+    if covered < records && elapsed > 0.0 {
+        (records - covered) as f64 / elapsed
+    } else {
+        f64::NAN
+    }
+}
+
+fn write_topology(
+    dir: &Path,
+    name: &str,
+    symbols: &[tickstream_model::Symbol],
+) -> std::path::PathBuf {
+    let list: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
+    let path = dir.join(format!("{name}.toml"));
+    let toml = format!(
+        r#"application_id = "{name}"
+symbols = [{list}]
+[topics]
+raw = "{name}.raw"
+moving_average = "{name}.ma"
+volatility = "{name}.vol"
+jumps = "{name}.jumps"
+[[windows]]
+kind = "count"
+size = 20
+[[windows]]
+kind = "time"
+span = "5m"
+[jumps]
+threshold_pct = 2.0
+"#,
+        list = list.join(", ")
+    );
+    std::fs::write(&path, toml).expect("write the topology");
+    path
+}
+
+/// Runs `tickstream enrich` until it committed `records`; returns ticks/s and peak RSS (KiB).
+fn enrich(brokers: &str, topology: &Path, state: &Path, records: usize) -> (f64, u64) {
+    let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let log = std::fs::File::create(state.with_extension("log")).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickstream"))
+        .arg("enrich")
+        .arg("--topology")
+        .arg(topology)
+        .arg("--brokers")
+        .arg(brokers)
+        .arg("--metrics-addr")
+        .arg(metrics.to_string())
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start tickstream enrich");
+    let deadline = Instant::now() + TIMEOUT;
+    let mut first_commit = None;
+    loop {
+        assert!(
+            Instant::now() < deadline && matches!(child.try_wait(), Ok(None)),
+            "enrich exited or took over {TIMEOUT:?}; see {}",
+            state.with_extension("log").display()
+        );
+        let consumed = scrape(metrics, "tickstream_records_consumed_total").unwrap_or(0.0) as usize;
+        if consumed > 0 && first_commit.is_none() {
+            first_commit = Some((Instant::now(), consumed));
+        }
+        if consumed >= records {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ticks_per_second = rate(first_commit, records);
+    let rss = peak_rss_kib(&child);
+    stop(&mut child);
+    (ticks_per_second, rss)
+}
+
+/// The first sample of `name` on the `/metrics` page at `address`.
+fn scrape(address: SocketAddr, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).ok()?;
+    page.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// `VmHWM`: the process's peak resident set size.
+fn peak_rss_kib(child: &Child) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

@@ -1,0 +1,87 @@
+//! What the broker benchmarks share: finding the broker, creating topics, preloading records.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// The broker of `make services-up` (or `TICKSTREAM_KAFKA_BROKERS`), if it answers.
+pub fn broker(bench: &str) -> Option<String> {
+    let brokers =
+        std::env::var("TICKSTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:39092".into());
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("client config");
+    match probe.fetch_metadata(None, Duration::from_secs(5)) {
+        Ok(_) => Some(brokers),
+        Err(error) => {
+            eprintln!(
+                "{bench}: skipped, no Kafka broker at {brokers} ({error}); start one with `make services-up`"
+            );
+            None
+        }
+    }
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and then a small smoke
+/// run keeps the harness working without slowing the test suite.
+pub fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// A number from the environment variable `name`, else `bench` or `smoke` by mode.
+pub fn setting(name: &str, bench: usize, smoke: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if benchmarking() { bench } else { smoke })
+}
+
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin config");
+    let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create topic");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// Produces every `(key, value)` to `topic` and waits until all are acknowledged.
+pub fn preload<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (K, V)>,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer config");
+    for (key, value) in records {
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_ref())
+            .payload(value.as_ref());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("preload flushed");
+}

@@ -1,0 +1,171 @@
+//! One task's enrich processor: raw tick in, analytics out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tickstream_model::{
+    DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, Symbol, Volatility,
+};
+use tickstream_streams::{ProcessError, Processor, ProcessorContext, Record, Rejection};
+use tickstream_window::{Stats, SymbolWindows, Tick};
+
+use crate::metrics::SymbolGauges;
+use crate::state::SymbolState;
+use crate::{Enrich, STORE_NAME};
+
+/// Turns each raw tick into derived events; see the crate documentation.
+pub struct EnrichProcessor {
+    enrich: Enrich,
+    decode: DecodeOptions,
+    moving_average_topic: String,
+    volatility_topic: String,
+    jumps_topic: String,
+    /// Window labels, in configuration order.
+    labels: Box<[String]>,
+    /// This tick's statistics per window (`None`: not ready), reused across ticks.
+    readings: Vec<Option<Stats>>,
+    /// Encoding buffer, reused across events.
+    buffer: Vec<u8>,
+    gauges: HashMap<Symbol, SymbolGauges>,
+}
+
+fn reject(invalid: InvalidRecord) -> Rejection {
+    Rejection::new(invalid.code(), invalid.to_string())
+}
+
+impl EnrichProcessor {
+    pub(crate) fn new(enrich: Enrich) -> Self {
+        let topology = &enrich.topology;
+        let labels: Box<[String]> = enrich
+            .windows
+            .windows()
+            .iter()
+            .map(|spec| spec.label().to_owned())
+            .collect();
+        Self {
+            decode: topology.decode_options(),
+            moving_average_topic: topology.topic(EventKind::MovingAverage).to_owned(),
+            volatility_topic: topology.topic(EventKind::Volatility).to_owned(),
+            jumps_topic: topology.topic(EventKind::Jump).to_owned(),
+            readings: Vec::with_capacity(labels.len()),
+            labels,
+            buffer: Vec::with_capacity(256),
+            gauges: HashMap::new(),
+            enrich,
+        }
+    }
+
+    fn emit<E: DerivedEvent>(
+        buffer: &mut Vec<u8>,
+        ctx: &mut ProcessorContext<'_, SymbolState>,
+        topic: &str,
+        event: &E,
+    ) {
+        buffer.clear();
+        event.encode_into(buffer);
+        ctx.send(topic, Some(event.symbol().as_str().as_bytes()), buffer);
+    }
+
+    fn update_gauges(&mut self, symbol: Symbol, price: f64, jumped: bool) {
+        let Some(metrics) = &self.enrich.metrics else {
+            return;
+        };
+        let labels = &self.labels;
+        let gauges = self.gauges.entry(symbol).or_insert_with(|| {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            metrics.for_symbol(symbol.as_str(), &labels)
+        });
+        gauges.last_price.set(price);
+        for (i, stats) in self.readings.iter().enumerate() {
+            if let Some(stats) = stats {
+                gauges.moving_average[i].set(stats.mean);
+                gauges.volatility[i].set(stats.std_dev);
+            }
+        }
+        if jumped {
+            gauges.jumps.inc();
+        }
+    }
+}
+
+impl Processor for EnrichProcessor {
+    type State = SymbolState;
+
+    fn process(
+        &mut self,
+        record: &Record<'_>,
+        ctx: &mut ProcessorContext<'_, SymbolState>,
+    ) -> Result<(), ProcessError> {
+        // The symbol comes from the value, not the key: the reference producer's records
+        // carry it there, and a key that disagrees must not split a symbol's state.
+        let tick = self
+            .decode
+            .decode(record.value.unwrap_or_default())
+            .map_err(reject)?;
+        let ts = tick.event_time(record.timestamp).map_err(reject)?;
+        let symbol = tick.symbol;
+        let key = symbol.as_str().as_bytes();
+
+        let config = &self.enrich.windows;
+        let state = match ctx.store().get_mut(key)? {
+            Some(state) => state,
+            None => {
+                let fresh = SymbolState::Live(SymbolWindows::new(Arc::clone(config)));
+                ctx.store().put(key, fresh)?;
+                ctx.store()
+                    .get_mut(key)?
+                    .expect("the state was put just above")
+            }
+        };
+        let windows = state.live(config, STORE_NAME, key)?;
+        let update = windows
+            .update(Tick::new(ts, tick.price))
+            .map_err(|rejection| Rejection::new(rejection.code(), rejection.to_string()))?;
+        self.readings.clear();
+        self.readings
+            .extend(update.readings().map(|reading| reading.stats));
+        let jump = update.jump();
+
+        for (i, stats) in self.readings.iter().enumerate() {
+            let Some(stats) = stats else { continue };
+            let window = &self.labels[i];
+            let moving_average = MovingAverage {
+                symbol,
+                ts,
+                window: window.clone(),
+                mean: stats.mean,
+                count: stats.count as u64,
+                min: stats.min,
+                max: stats.max,
+            };
+            Self::emit(
+                &mut self.buffer,
+                ctx,
+                &self.moving_average_topic,
+                &moving_average,
+            );
+            let volatility = Volatility {
+                symbol,
+                ts,
+                window: window.clone(),
+                stddev: stats.std_dev,
+                mean: stats.mean,
+                count: stats.count as u64,
+            };
+            Self::emit(&mut self.buffer, ctx, &self.volatility_topic, &volatility);
+        }
+        if let Some(jump) = jump {
+            let event = Jump {
+                symbol,
+                ts,
+                from: jump.from,
+                to: jump.to,
+                change_pct: jump.change_pct,
+                threshold_pct: jump.threshold_pct,
+            };
+            Self::emit(&mut self.buffer, ctx, &self.jumps_topic, &event);
+        }
+        self.update_gauges(symbol, tick.price, jump.is_some());
+        Ok(())
+    }
+}
