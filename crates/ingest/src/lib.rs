@@ -1,0 +1,44 @@
+//! Market-data sources turned into raw tick records on Kafka: the library behind
+//! `tickstream ingest`.
+//!
+//! Two halves that know nothing of each other:
+//!
+//! - **sources** ([`Source`]): Binance REST (one batched request per interval, with the
+//!   [`politeness`] rules: 429/418 `Retry-After`, used-weight tracking, backoff with jitter,
+//!   a circuit breaker, timeouts), Binance WebSocket combined streams (reconnect with backoff,
+//!   gaps reported, never filled), a JSON Lines replay, and a seeded synthetic random walk;
+//! - **the Kafka side** ([`KafkaTickSink`]): idempotent producer, `acks=all`, key = symbol,
+//!   topic and record format from the topology.
+//!
+//! [`pipeline::run`] joins them for the `ingest` processor; `tickstream run` feeds the same
+//! sources into its in-process transport instead.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tickstream_ingest::{IngestMetrics, Source};
+//! let topology = tickstream_model::Topology::default(); // synthetic source
+//! let metrics = IngestMetrics::new(&topology.application_id);
+//! let mut source = Source::from_topology(&topology, &metrics)?;
+//! while let Some(ticks) = source.next_batch().await? {
+//!     println!("{} ticks, first {:?}", ticks.len(), ticks[0]);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod binance;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod politeness;
+pub mod replay;
+pub mod rest;
+pub mod rng;
+pub mod source;
+pub mod synthetic;
+pub mod ws;
+
+pub use kafka::{KafkaTickSink, SinkError};
+pub use metrics::{IngestMetrics, WaitReason};
+pub use pipeline::{IngestError, Stopped, run};
+pub use politeness::{Backoff, BreakerState, CircuitBreaker, WeightTracker};
+pub use source::{Politeness, Source, SourceError, binance_reachable};

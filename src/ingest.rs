@@ -1,0 +1,90 @@
+//! `tickstream ingest`: market data (Binance REST/WebSocket, replay, synthetic) → the raw
+//! topic(s), until SIGTERM/SIGINT (flush, exit 0) or the end of a replay file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source, Stopped};
+use tickstream_streams::{Endpoints, Health, bind_http};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::common::{ProcessorArgs, init_logging, kafka_settings_from_env, runtime};
+
+/// How long start-up waits for the broker to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for unacknowledged ticks.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Options of `tickstream ingest`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub processor: ProcessorArgs,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    init_logging();
+    let topology = args.processor.load_topology()?;
+    let metrics = IngestMetrics::new(&topology.application_id);
+    let metrics_addr = args.processor.metrics_addr(&topology);
+    let origin = args.processor.topology.display().to_string();
+    runtime()?.block_on(async move {
+        let mut source = Source::from_topology(&topology, &metrics)
+            .with_context(|| format!("setting up the source of {origin}"))?;
+        let mut sink = KafkaTickSink::new(
+            &topology,
+            &args.processor.brokers,
+            &kafka_settings_from_env(),
+            &metrics,
+        )?;
+        sink.check_connected(CONNECT_TIMEOUT).await?;
+
+        let health = Arc::new(Health::default());
+        let (stopped_tx, mut stopped_rx) = watch::channel(false);
+        let scrape = metrics.clone();
+        let endpoints = Endpoints {
+            health: Arc::clone(&health),
+            render: Arc::new(move || scrape.render()),
+        };
+        let (bound, serve) = bind_http(metrics_addr, endpoints, async move {
+            let _ = stopped_rx.wait_for(|s| *s).await;
+        })
+        .await?;
+        let server = tokio::spawn(serve);
+        info!(
+            topology = %origin,
+            source = source.kind(),
+            topics = ?topology.raw_topics(),
+            format = ?topology.topics.raw_format,
+            %bound,
+            "ingest starting; serving /metrics, /healthz, /readyz"
+        );
+
+        let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => info!(signal = "SIGTERM", "stopping"),
+                _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "stopping"),
+            }
+        };
+        let outcome = tickstream_ingest::run(
+            &mut source,
+            &mut sink,
+            &metrics,
+            &health,
+            shutdown,
+            FLUSH_TIMEOUT,
+        )
+        .await;
+        let _ = stopped_tx.send(true);
+        let _ = server.await;
+        match outcome.context("ingest stopped with an error")? {
+            Stopped::Shutdown => info!("ingest stopped on a signal"),
+            Stopped::SourceExhausted => info!("the replay file is done"),
+        }
+        Ok(())
+    })
+}
