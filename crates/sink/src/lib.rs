@@ -1,0 +1,28 @@
+//! Raw prices and derived analytics from Kafka into MongoDB, idempotently; the queries users
+//! ask of them.
+//!
+//! Layers, each usable alone:
+//!
+//! * [`DocumentMapper`] (pure): a Kafka record → the collection and BSON document to store,
+//!   with a deterministic `_id` (see [`document`] for the scheme and why), or the reason it
+//!   goes to the dead-letter topic.
+//! * [`MongoWriter`]: batches of [`SinkDocument`]s → unordered bulk inserts; duplicates (a
+//!   replay) are counted, documents MongoDB refuses for their content are reported, an
+//!   unreachable MongoDB is an error to retry. No Kafka: `tickstream run` uses it in-process.
+//! * [`KafkaSink`]: consume (read_committed) → batch by count and time → write → dead-letter →
+//!   commit offsets after MongoDB acknowledged; backs off (with jitter) while MongoDB is down.
+//! * [`Queries`]: latest prices, stats, jumps and analytics as typed results.
+
+pub mod backoff;
+mod batch;
+pub mod document;
+mod kafka;
+mod metrics;
+pub mod query;
+mod writer;
+
+pub use document::{DocumentMapper, MappingError, SinkDocument, raw_price_id};
+pub use kafka::{KafkaSink, MONGODB_REJECTED, SinkConfig};
+pub use metrics::SinkMetrics;
+pub use query::{Queries, QueryError};
+pub use writer::{MongoWriter, RejectedDocument, SinkError, WriteReport, redact_uri};

@@ -1,0 +1,277 @@
+//! Batches of documents into MongoDB: unordered bulk inserts, duplicates recognised as
+//! replays, documents MongoDB refuses for their content reported for the dead-letter topic.
+//! Independent of Kafka: `tickstream run` writes through it from its in-process transport.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use mongodb::bson::{Document, doc};
+use mongodb::error::{ErrorKind, InsertManyError};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database, IndexModel};
+use tickstream_model::{EventKind, Topology};
+
+use crate::document::SinkDocument;
+
+/// MongoDB's duplicate-key error: the document is already stored (a replay).
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Write error codes that say "not now" (elections, shutdown, timeouts), not "not this
+/// document": the batch is retried.
+const TRANSIENT_CODES: [i32; 10] = [6, 7, 50, 89, 91, 189, 262, 10107, 11600, 13435];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Nothing in the batch can be trusted to be stored; retry it (it is idempotent).
+    #[error("MongoDB is unavailable: {0}")]
+    Unavailable(#[source] mongodb::error::Error),
+    #[error("invalid MongoDB URI {uri}: {source}; expected mongodb://host:port/?options")]
+    InvalidUri {
+        uri: String,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A document MongoDB refused for its content (not a duplicate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedDocument {
+    /// Index in the batch given to [`MongoWriter::write_batch`].
+    pub index: usize,
+    pub code: i32,
+    pub message: String,
+}
+
+/// What one batch did, per collection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteReport {
+    pub written: BTreeMap<String, u64>,
+    pub duplicates: BTreeMap<String, u64>,
+    pub rejected: Vec<RejectedDocument>,
+}
+
+impl WriteReport {
+    pub fn total_written(&self) -> u64 {
+        self.written.values().sum()
+    }
+
+    pub fn total_duplicates(&self) -> u64 {
+        self.duplicates.values().sum()
+    }
+}
+
+/// Writes the topology's documents into its database.
+#[derive(Debug, Clone)]
+pub struct MongoWriter {
+    database: Database,
+    indexes: Vec<(String, Document)>,
+}
+
+/// A URI with any `user:password@` replaced, for logs.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
+impl MongoWriter {
+    /// A client for `uri` (no I/O yet: the driver connects lazily). Server selection gives up
+    /// after 5 s so an outage surfaces as an error to back off from, not a 30 s hang.
+    pub async fn connect(uri: &str, topology: &Topology) -> Result<Self, SinkError> {
+        let mut options =
+            ClientOptions::parse(uri)
+                .await
+                .map_err(|source| SinkError::InvalidUri {
+                    uri: redact_uri(uri),
+                    source,
+                })?;
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(Duration::from_secs(5));
+        }
+        if options.connect_timeout.is_none() {
+            options.connect_timeout = Some(Duration::from_secs(5));
+        }
+        options
+            .app_name
+            .get_or_insert_with(|| "tickstream-sink".to_owned());
+        let client = Client::with_options(options).map_err(|source| SinkError::InvalidUri {
+            uri: redact_uri(uri),
+            source,
+        })?;
+        Ok(Self::with_client(&client, topology))
+    }
+
+    /// A writer on an existing client (tests, `tickstream run`).
+    pub fn with_client(client: &Client, topology: &Topology) -> Self {
+        let mut indexes: Vec<(String, Document)> = topology
+            .mongodb
+            .collections
+            .prices
+            .names()
+            .into_iter()
+            .map(|c| (c.to_owned(), doc! { "symbol": 1, "ts": -1 }))
+            .collect();
+        for kind in [EventKind::MovingAverage, EventKind::Volatility] {
+            indexes.push((
+                topology.collection(kind).to_owned(),
+                doc! { "symbol": 1, "window": 1, "ts": -1 },
+            ));
+        }
+        indexes.push((
+            topology.collection(EventKind::Jump).to_owned(),
+            doc! { "symbol": 1, "ts": -1 },
+        ));
+        Self {
+            database: client.database(&topology.mongodb.database),
+            indexes,
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Creates the indexes the queries need; creating an existing index is a no-op.
+    pub async fn ensure_indexes(&self) -> Result<(), SinkError> {
+        for (collection, keys) in &self.indexes {
+            self.database
+                .collection::<Document>(collection)
+                .create_index(IndexModel::builder().keys(keys.clone()).build())
+                .await
+                .map_err(SinkError::Unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Whether MongoDB answers.
+    pub async fn ping(&self) -> Result<(), SinkError> {
+        self.database
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(SinkError::Unavailable)
+    }
+
+    /// Inserts `batch`, unordered, one bulk insert per collection (concurrently). Documents
+    /// already stored count as duplicates; documents refused for their content are reported.
+    /// `Err(Unavailable)` means the batch must be retried: writing it again is harmless.
+    pub async fn write_batch(&self, batch: &[SinkDocument]) -> Result<WriteReport, SinkError> {
+        let mut by_collection: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (index, document) in batch.iter().enumerate() {
+            by_collection
+                .entry(document.collection.as_str())
+                .or_default()
+                .push(index);
+        }
+        let writes = by_collection
+            .iter()
+            .map(|(collection, indices)| async move {
+                let result = self
+                    .database
+                    .collection::<Document>(collection)
+                    .insert_many(indices.iter().map(|i| &batch[*i].document))
+                    .ordered(false)
+                    .await;
+                (*collection, indices, result)
+            });
+        let mut report = WriteReport::default();
+        for (collection, indices, result) in join_all(writes).await {
+            let outcome = match result {
+                Ok(_) => CollectionOutcome::default(),
+                Err(error) => classify(error)?,
+            };
+            let failed = outcome.duplicates + outcome.rejected.len() as u64;
+            report
+                .written
+                .insert(collection.to_owned(), indices.len() as u64 - failed);
+            if outcome.duplicates > 0 {
+                report
+                    .duplicates
+                    .insert(collection.to_owned(), outcome.duplicates);
+            }
+            report
+                .rejected
+                .extend(outcome.rejected.into_iter().map(|mut r| {
+                    r.index = indices[r.index];
+                    r
+                }));
+        }
+        report.rejected.sort_by_key(|r| r.index);
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default)]
+struct CollectionOutcome {
+    duplicates: u64,
+    /// `index` relative to the collection's own insert.
+    rejected: Vec<RejectedDocument>,
+}
+
+/// Splits an insert's failure into duplicates and refused documents, or says the whole
+/// insert must be retried.
+fn classify(error: mongodb::error::Error) -> Result<CollectionOutcome, SinkError> {
+    let ErrorKind::InsertMany(InsertManyError {
+        write_errors,
+        write_concern_error,
+        ..
+    }) = error.kind.as_ref()
+    else {
+        return Err(SinkError::Unavailable(error));
+    };
+    if write_concern_error.is_some() {
+        return Err(SinkError::Unavailable(error));
+    }
+    let mut outcome = CollectionOutcome::default();
+    for write_error in write_errors.iter().flatten() {
+        if write_error.code == DUPLICATE_KEY {
+            outcome.duplicates += 1;
+        } else if TRANSIENT_CODES.contains(&write_error.code) {
+            return Err(SinkError::Unavailable(error));
+        } else {
+            outcome.rejected.push(RejectedDocument {
+                index: write_error.index,
+                code: write_error.code,
+                message: format!(
+                    "MongoDB refused the document: {} (code {}{})",
+                    write_error.message,
+                    write_error.code,
+                    write_error
+                        .code_name
+                        .as_deref()
+                        .map(|name| format!(", {name}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_only() {
+        assert_eq!(
+            redact_uri("mongodb://user:secret@db1:27017,db2/?tls=true"),
+            "mongodb://***@db1:27017,db2/?tls=true"
+        );
+        assert_eq!(
+            redact_uri("mongodb://127.0.0.1:27017/?replicaSet=rs0"),
+            "mongodb://127.0.0.1:27017/?replicaSet=rs0"
+        );
+        assert_eq!(redact_uri("not a uri"), "not a uri");
+    }
+}

@@ -1,0 +1,87 @@
+//! `tickstream sink`: raw and derived topics → MongoDB, idempotently.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics, redact_uri};
+use tickstream_streams::{Endpoints, Health, bind_http};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::common::{MongoArgs, ProcessorArgs, init_logging, kafka_settings_from_env, runtime};
+
+/// Options of `tickstream sink`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub processor: ProcessorArgs,
+    #[command(flatten)]
+    pub mongodb: MongoArgs,
+    /// Documents per bulk write, at most (default: the topology's mongodb.batch_size).
+    #[arg(long, env = "TICKSTREAM_SINK_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Write a partial batch after this long, e.g. "100ms" (default: the topology's
+    /// mongodb.batch_interval).
+    #[arg(long, env = "TICKSTREAM_SINK_BATCH_INTERVAL", value_parser = parse_duration)]
+    pub batch_interval: Option<std::time::Duration>,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    tickstream_model::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    init_logging();
+    let topology = args.processor.load_topology()?;
+    let mut config = SinkConfig::from_topology(&topology, &args.processor.brokers);
+    config.kafka_settings = kafka_settings_from_env();
+    if let Some(size) = args.batch_size {
+        anyhow::ensure!(size > 0, "--batch-size must be at least 1");
+        config.batch_size = size;
+    }
+    if let Some(interval) = args.batch_interval {
+        config.batch_interval = interval;
+    }
+    let metrics_addr = args.processor.metrics_addr(&topology);
+    let origin = args.processor.topology.display().to_string();
+    runtime()?.block_on(async move {
+        let writer = MongoWriter::connect(&args.mongodb.mongodb_uri, &topology).await?;
+        let metrics = Arc::new(SinkMetrics::new(&topology.application_id));
+        let health = Arc::new(Health::default());
+        let (stopped_tx, mut stopped_rx) = watch::channel(false);
+        let scrape = Arc::clone(&metrics);
+        let endpoints = Endpoints {
+            health: Arc::clone(&health),
+            render: Arc::new(move || scrape.registry().render()),
+        };
+        let (bound, serve) = bind_http(metrics_addr, endpoints, async move {
+            let _ = stopped_rx.wait_for(|s| *s).await;
+        })
+        .await?;
+        let server = tokio::spawn(serve);
+        info!(
+            topology = %origin,
+            topics = ?config.topics,
+            mongodb = %redact_uri(&args.mongodb.mongodb_uri),
+            database = %topology.mongodb.database,
+            batch_size = config.batch_size,
+            batch_interval = ?config.batch_interval,
+            %bound,
+            "sink starting; serving /metrics, /healthz, /readyz"
+        );
+        let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => info!(signal = "SIGTERM", "stopping"),
+                _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "stopping"),
+            }
+        };
+        let outcome = KafkaSink::new(config, &topology, writer, metrics, health)
+            .run(shutdown)
+            .await;
+        let _ = stopped_tx.send(true);
+        let _ = server.await;
+        outcome.context("sink stopped with an error")
+    })
+}
