@@ -6,7 +6,12 @@
 //! it. Run one with e.g. `cargo test --test integration kafka_smoke::transactions`.
 
 mod counting_app;
+mod deploy;
+mod enrich;
+mod ingest;
 mod kafka_smoke;
 mod mongodb_smoke;
+mod run;
+mod sink;
 mod streams_runtime;
 mod support;

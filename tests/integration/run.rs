@@ -1,0 +1,109 @@
+//! `tickstream run`, the embedded all-in-one mode, as a user starts it: no broker, no
+//! database, no network. It must say its prices are synthetic, show analytics within seconds,
+//! write them as JSON Lines, and stop cleanly on Ctrl-C.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tickstream_model::{DerivedEvent, MovingAverage, RawTick, Topology, Volatility};
+
+use crate::support::ChildProcess;
+
+/// How long the embedded mode may take to show its first analytics.
+const FIRST_ANALYTICS: Duration = Duration::from_secs(30);
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_embedded_mode_announces_synthetic_prices_shows_analytics_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("run.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tickstream"));
+    command
+        .args(["run", "--topology"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/topologies/default.toml"
+        ))
+        .arg("--data-dir")
+        .arg(&data)
+        // Nothing listens there: the probe fails at once, as without internet.
+        .args(["--binance-url", "http://127.0.0.1:9"]);
+    let mut app = ChildProcess::spawn("tickstream run", command, &log);
+
+    let topology = Topology::from_path(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/topologies/default.toml"
+    ))
+    .expect("the default topology");
+    let started = Instant::now();
+    // The count window of 20 fills after 20 ticks of a symbol: the last analytics to appear.
+    while !lines(&log)
+        .iter()
+        .any(|l| l.contains("ma[count:20]=") && !l.contains("ma[count:20]=—"))
+    {
+        app.assert_running();
+        assert!(
+            started.elapsed() < FIRST_ANALYTICS,
+            "no full-window analytics within {FIRST_ANALYTICS:?}:\n{}",
+            app.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = lines(&log);
+    let banner = output
+        .iter()
+        .find(|l| l.starts_with("tickstream run: "))
+        .expect("a line saying where prices come from");
+    assert!(
+        banner.contains("SYNTHETIC prices") && banner.contains("not market data"),
+        "the source is announced as synthetic: {banner}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &app.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let exit = app.wait();
+    assert!(
+        exit.success(),
+        "Ctrl-C exits 0 ({exit}):\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // What the view showed is on disk: raw ticks and analytics, one JSON object per line.
+    let decode = topology.decode_options();
+    let raw = lines(&data.join("prices.raw.jsonl"));
+    assert!(raw.len() >= 20, "{} raw ticks", raw.len());
+    for line in &raw {
+        let tick = RawTick::decode(line.as_bytes(), &decode).expect("a raw tick");
+        assert_eq!(tick.source.as_deref(), Some("synthetic"));
+    }
+    let averages: Vec<MovingAverage> = lines(&data.join("analytics.moving_average.jsonl"))
+        .iter()
+        .map(|l| MovingAverage::decode(l.as_bytes()).expect("a moving average"))
+        .collect();
+    assert!(
+        averages
+            .iter()
+            .any(|a| a.window == "count:20" && a.count == 20)
+    );
+    let volatility = lines(&data.join("analytics.volatility.jsonl"));
+    assert_eq!(
+        volatility.len(),
+        averages.len(),
+        "a volatility event beside each moving average"
+    );
+    for line in &volatility {
+        Volatility::decode(line.as_bytes()).expect("a volatility event");
+    }
+}
