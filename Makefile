@@ -14,10 +14,14 @@ export TICKSTREAM_MONGODB_URI ?= mongodb://127.0.0.1:$(TICKSTREAM_MONGODB_PORT)/
 
 CARGO ?= cargo
 
-.PHONY: help deps services-up services-down services-status test check fmt lint unit build
+.PHONY: help run deps services-up services-down services-status test check fmt lint unit build bench \
+	check-deploy up down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+run: ## the whole pipeline in one process, no broker or database: live view, results in ./data
+	$(CARGO) run --quiet -- run $(ARGS)
 
 deps: ## install the system packages the build and tests need (idempotent)
 	@scripts/deps.sh
@@ -55,4 +59,27 @@ test: deps ## everything: deps, services, fmt, clippy, all tests (cold: see READ
 	$(MAKE) --no-print-directory services-down || true; \
 	exit $$status
 
-check: lint unit
+check: lint check-deploy unit
+
+# Like test, the services are stopped afterwards whatever happened.
+bench: deps ## every benchmark (cargo bench), services included; record results in BENCHMARKS.md
+	@status=0; \
+	$(MAKE) --no-print-directory services-up && \
+	$(CARGO) bench || status=$$?; \
+	$(MAKE) --no-print-directory services-down || true; \
+	exit $$status
+
+check-deploy: ## validate docker-compose.yml (Compose spec schema), .env.example, Prometheus config
+	@scripts/check-deploy.sh
+
+# The full distributed stack in Docker (docker-compose.yml); needs Docker with the compose plugin.
+up: ## start the Docker stack: Kafka, MongoDB, ingest/enrich/sink, Kafdrop, Prometheus, Grafana
+	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 \
+		|| { echo "make up needs Docker with the compose plugin (docker compose); none found" >&2; exit 1; }
+	@[ -f .env ] || { echo "no .env: cp .env.example .env and set the passwords in it" >&2; exit 1; }
+	docker compose up -d --build
+
+down: ## stop the Docker stack (volumes are kept; add -v by hand to drop them)
+	@command -v docker >/dev/null \
+		|| { echo "make down needs Docker with the compose plugin (docker compose); none found" >&2; exit 1; }
+	docker compose down

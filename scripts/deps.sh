@@ -4,11 +4,12 @@
 #
 #   build:  gcc/g++/make/pkg-config/python3 (librdkafka's bundled build), zlib + OpenSSL headers
 #           (rdkafka `ssl`), libsasl2 headers (SASL pass-through), perl (openssl-sys probes)
-#   tests:  Java 17 + Maven (the Kafka broker), kcat (broker readiness and diagnosis)
+#   tests:  Java 17 + Maven (the Kafka broker), kcat (broker readiness and diagnosis),
+#           prometheus (a real Prometheus scrapes a processor; promtool checks deploy/prometheus)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 packages=(build-essential pkg-config python3 python3-pip perl zlib1g-dev libssl-dev libsasl2-dev
-    openjdk-17-jre-headless maven kcat ca-certificates)
+    openjdk-17-jre-headless maven kcat ca-certificates prometheus)
 
 missing=()
 for pkg in "${packages[@]}"; do
