@@ -300,6 +300,32 @@ async fn sigkilled_sink_stores_every_record_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sink_reports_mongodb_leaving_and_coming_back() {
+    require_kafka();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut mongod = sink_mongod::PrivateMongod::start(dir.path()).await;
+    let raw = unique_name("sink-idle");
+    let topology =
+        TestTopology::create(dir.path(), &format!("\"{raw}\""), "full", "\"prices\"", 1).await;
+    let metrics = free_local_address();
+    let mut sink = start_sink(
+        &topology,
+        &mongod.uri(),
+        metrics,
+        &dir.path().join("sink.log"),
+    );
+    wait_for_ready(metrics, true, &mut sink).await;
+    // No record flows: only the sink's own probe can notice.
+    mongod.stop();
+    wait_for_ready(metrics, false, &mut sink).await;
+    mongod.restart().await;
+    wait_for_ready(metrics, true, &mut sink).await;
+    let status = sink.terminate();
+    assert!(status.success(), "SIGTERM → exit 0, got {status}");
+    mongod.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_outage_loses_and_doubles_nothing() {
     const CHUNKS: u64 = 40;
     const CHUNK: u64 = 1_000;

@@ -26,6 +26,9 @@ use tickstream_streams::{Health, Record, dlq_headers};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::availability::{
+    Retry, WriteTask, mongodb_down, mongodb_up, wait_or_stop, write_acknowledged,
+};
 use crate::backoff::Backoff;
 use crate::batch::{Batch, DeadLetter, PartitionKey};
 use crate::document::DocumentMapper;
@@ -34,6 +37,10 @@ use crate::writer::{MongoWriter, SinkError, WriteReport};
 
 /// How often the lag gauges are refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// With nothing to write for this long, the sink pings MongoDB so readiness stays truthful.
+const IDLE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long an idle ping may take before MongoDB counts as unavailable.
+const IDLE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reason code of documents MongoDB refused for their content.
 pub const MONGODB_REJECTED: &str = "mongodb_rejected";
@@ -217,6 +224,7 @@ impl KafkaSink {
         let mut seen_revision = 0;
         let mut stop_rx_loop = stop_rx.clone();
         let mut messages = consumer.stream();
+        let mut last_contact = Instant::now();
         loop {
             self.health.heartbeat();
             let stopping = *stop_rx_loop.borrow();
@@ -258,6 +266,14 @@ impl KafkaSink {
                     in_flight = None;
                     self.finish(joined, &consumer, &producer, &mut backoff, &stop_rx)
                         .await?;
+                    last_contact = Instant::now();
+                }
+                if batch.is_empty()
+                    && in_flight.is_none()
+                    && last_contact.elapsed() >= IDLE_PROBE_INTERVAL
+                {
+                    self.probe_idle().await;
+                    last_contact = Instant::now();
                 }
             }
             let revision = consumer.context().revision.load(Ordering::Acquire);
@@ -303,6 +319,20 @@ impl KafkaSink {
                 info!("sink stopped: in-flight batch written and committed");
                 return Ok(());
             }
+        }
+    }
+
+    /// With nothing to write, nothing else would notice MongoDB leaving (or coming back):
+    /// ask it, so `/readyz` and `mongodb_up` tell the truth while idle too.
+    async fn probe_idle(&self) {
+        match tokio::time::timeout(IDLE_PROBE_TIMEOUT, self.writer.ping()).await {
+            Ok(Ok(())) => mongodb_up(&self.metrics, &self.health),
+            Ok(Err(error)) => mongodb_down(&self.metrics, &self.health, &error),
+            Err(_) => mongodb_down(
+                &self.metrics,
+                &self.health,
+                &SinkError::Config(format!("no answer to a ping within {IDLE_PROBE_TIMEOUT:?}")),
+            ),
         }
     }
 
@@ -500,87 +530,6 @@ fn push_message(batch: &mut Batch, mapper: &DocumentMapper, message: &BorrowedMe
             value: message.payload(),
         },
     );
-}
-
-type WriteTask = tokio::task::JoinHandle<Result<(Batch, WriteReport), SinkError>>;
-
-/// What a write needs to retry while MongoDB is down.
-struct Retry {
-    metrics: Arc<SinkMetrics>,
-    health: Arc<Health>,
-    stop_rx: watch::Receiver<bool>,
-    shutdown_grace: Duration,
-    backoff: Backoff,
-}
-
-/// Writes `batch` until MongoDB acknowledges it, backing off (with jitter) meanwhile and
-/// reporting MongoDB down and the sink not ready. Gives up only when stopping and the
-/// shutdown grace has passed: the batch is then uncommitted and re-read on restart.
-async fn write_acknowledged(
-    writer: MongoWriter,
-    batch: Batch,
-    mut retry: Retry,
-) -> Result<(Batch, WriteReport), SinkError> {
-    let started = Instant::now();
-    let mut stop_deadline: Option<Instant> = None;
-    loop {
-        match writer.write_batch(&batch.documents).await {
-            Ok(report) => {
-                mongodb_up(&retry.metrics, &retry.health);
-                retry
-                    .metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
-                return Ok((batch, report));
-            }
-            Err(error) => {
-                mongodb_down(&retry.metrics, &retry.health, &error);
-                // Backing off is the sink working as intended: /healthz stays ok.
-                retry.health.heartbeat();
-                if *retry.stop_rx.borrow() {
-                    let deadline =
-                        *stop_deadline.get_or_insert(Instant::now() + retry.shutdown_grace);
-                    if Instant::now() >= deadline {
-                        return Err(SinkError::Config(format!(
-                            "stopping: MongoDB stayed unavailable for the shutdown grace of \
-                             {:?}; the in-flight batch of {} records is not committed and \
-                             will be re-read on restart ({error})",
-                            retry.shutdown_grace, batch.records
-                        )));
-                    }
-                }
-                tokio::time::sleep(retry.backoff.next_delay()).await;
-            }
-        }
-    }
-}
-
-fn mongodb_down(metrics: &SinkMetrics, health: &Health, error: &SinkError) {
-    if metrics.mongodb_up.get() != 0 || health.is_ready() {
-        warn!(%error, "MongoDB unavailable: backing off; nothing is committed meanwhile");
-    }
-    metrics.mongodb_up.set(0);
-    health.set_ready(false);
-}
-
-fn mongodb_up(metrics: &SinkMetrics, health: &Health) {
-    if metrics.mongodb_up.get() == 0 {
-        info!("MongoDB acknowledges writes");
-    }
-    metrics.mongodb_up.set(1);
-    health.set_ready(true);
-}
-
-/// Sleeps `delay`; true when a stop was requested meanwhile.
-async fn wait_or_stop(delay: Duration, stop_rx: &watch::Receiver<bool>) -> bool {
-    let mut stop_rx = stop_rx.clone();
-    if *stop_rx.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = stop_rx.changed() => true,
-        _ = tokio::time::sleep(delay) => *stop_rx.borrow(),
-    }
 }
 
 fn now_nanos() -> u64 {

@@ -13,6 +13,7 @@
 //!   commit offsets after MongoDB acknowledged; backs off (with jitter) while MongoDB is down.
 //! * [`Queries`]: latest prices, stats, jumps and analytics as typed results.
 
+mod availability;
 pub mod backoff;
 mod batch;
 pub mod document;
