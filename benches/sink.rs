@@ -93,7 +93,10 @@ fn unique(prefix: &str) -> String {
 async fn ceiling(client: &mongodb::Client, docs: &[SinkDocument]) -> f64 {
     let db = client.database(&unique("bench-ceiling"));
     let collection = db.collection::<Document>("prices");
-    let plain: Vec<Document> = docs.iter().map(|d| d.document.clone()).collect();
+    let plain: Vec<Document> = docs
+        .iter()
+        .map(|d| d.document.to_document().expect("valid BSON"))
+        .collect();
     let started = Instant::now();
     for chunk in plain.chunks(BATCH) {
         collection.insert_many(chunk).await.expect("insert_many");

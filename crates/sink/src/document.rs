@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{DateTime, Document, doc};
+use mongodb::bson::{DateTime, RawDocumentBuf, rawdoc};
 use tickstream_model::{
     DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, RawTick, Topology,
     Volatility,
@@ -41,7 +41,8 @@ use tickstream_streams::Record;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkDocument {
     pub collection: String,
-    pub document: Document,
+    /// Encoded BSON, built once: the driver sends these bytes as they are.
+    pub document: RawDocumentBuf,
 }
 
 /// Why a record cannot become a document: it goes to the dead-letter topic with `code` and
@@ -122,11 +123,11 @@ impl DocumentMapper {
                 let event = MovingAverage::decode(value)?;
                 Ok(self.derived(
                     EventKind::MovingAverage,
-                    format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
-                    doc! {
+                    rawdoc! {
+                        "_id": format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
                         "symbol": event.symbol.as_str(),
                         "ts": DateTime::from_millis(event.ts),
-                        "window": &event.window,
+                        "window": event.window.as_str(),
                         "mean": event.mean,
                         "count": count(event.count),
                         "min": event.min,
@@ -138,11 +139,11 @@ impl DocumentMapper {
                 let event = Volatility::decode(value)?;
                 Ok(self.derived(
                     EventKind::Volatility,
-                    format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
-                    doc! {
+                    rawdoc! {
+                        "_id": format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
                         "symbol": event.symbol.as_str(),
                         "ts": DateTime::from_millis(event.ts),
-                        "window": &event.window,
+                        "window": event.window.as_str(),
                         "stddev": event.stddev,
                         "mean": event.mean,
                         "count": count(event.count),
@@ -153,8 +154,8 @@ impl DocumentMapper {
                 let event = Jump::decode(value)?;
                 Ok(self.derived(
                     EventKind::Jump,
-                    format!("{}|{}", event.symbol.as_str(), event.ts),
-                    doc! {
+                    rawdoc! {
+                        "_id": format!("{}|{}", event.symbol.as_str(), event.ts),
                         "symbol": event.symbol.as_str(),
                         "ts": DateTime::from_millis(event.ts),
                         "from": event.from,
@@ -181,14 +182,14 @@ impl DocumentMapper {
                     tick.symbol.as_str()
                 ),
             })?;
-        let mut document = doc! {
+        let mut document = rawdoc! {
             "_id": raw_price_id(record.topic, record.partition, record.offset, ts),
             "symbol": tick.symbol.as_str(),
             "price": tick.price,
             "ts": DateTime::from_millis(ts),
         };
         if let Some(source) = &tick.source {
-            document.insert("source", source.as_ref());
+            document.append("source", source.as_ref());
         }
         Ok(SinkDocument {
             collection: collection.to_owned(),
@@ -196,9 +197,7 @@ impl DocumentMapper {
         })
     }
 
-    fn derived(&self, kind: EventKind, id: String, fields: Document) -> SinkDocument {
-        let mut document = doc! { "_id": id };
-        document.extend(fields);
+    fn derived(&self, kind: EventKind, document: RawDocumentBuf) -> SinkDocument {
         SinkDocument {
             collection: self.topology.collection(kind).to_owned(),
             document,

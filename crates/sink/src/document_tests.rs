@@ -57,7 +57,7 @@ fn reference_record_becomes_the_reference_document_plus_ts() {
     assert_eq!(mapped.collection, "btc");
     let id = raw_price_id("btc", 2, 41, 1_732_390_000_123);
     assert_eq!(
-        mapped.document,
+        mapped.document.to_document().expect("valid BSON"),
         doc! {
             "_id": id,
             "symbol": "BTCUSDT",
@@ -66,7 +66,14 @@ fn reference_record_becomes_the_reference_document_plus_ts() {
         }
     );
     assert!(
-        matches!(mapped.document.get("price"), Some(Bson::Double(_))),
+        matches!(
+            mapped
+                .document
+                .to_document()
+                .expect("valid BSON")
+                .get("price"),
+            Some(Bson::Double(_))
+        ),
         "an integer JSON price is stored as a double"
     );
     assert_eq!(
@@ -89,12 +96,26 @@ fn full_record_keeps_its_ts_and_source_and_routes_by_symbol() {
         .expect("valid");
     assert_eq!(mapped.collection, "prices");
     assert_eq!(
-        mapped.document.get("ts"),
+        mapped.document.to_document().expect("valid BSON").get("ts"),
         Some(&Bson::DateTime(DateTime::from_millis(1_732_390_000_999))),
         "the record's ts wins over the Kafka timestamp"
     );
-    assert_eq!(mapped.document.get_str("source"), Ok("synthetic"));
-    assert_eq!(mapped.document.get_str("symbol"), Ok("ETHUSDT"));
+    assert_eq!(
+        mapped
+            .document
+            .to_document()
+            .expect("valid BSON")
+            .get_str("source"),
+        Ok("synthetic")
+    );
+    assert_eq!(
+        mapped
+            .document
+            .to_document()
+            .expect("valid BSON")
+            .get_str("symbol"),
+        Ok("ETHUSDT")
+    );
 }
 
 #[test]
@@ -117,7 +138,14 @@ fn raw_ids_are_deterministic_and_distinct_per_position() {
     let second = mapper
         .map(&record("btc", 2, Some(10), value))
         .expect("valid");
-    assert_ne!(first.document.get("_id"), second.document.get("_id"));
+    assert_ne!(
+        first.document.to_document().expect("valid BSON").get("_id"),
+        second
+            .document
+            .to_document()
+            .expect("valid BSON")
+            .get("_id")
+    );
 }
 
 #[test]
@@ -140,7 +168,7 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
         .expect("valid");
     assert_eq!(mapped.collection, "moving_averages");
     assert_eq!(
-        mapped.document,
+        mapped.document.to_document().expect("valid BSON"),
         doc! {
             "_id": "BTCUSDT|count:20|1700000000000",
             "symbol": "BTCUSDT",
@@ -166,8 +194,22 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
         .map(&record("analytics.volatility", 0, None, &encoded))
         .expect("valid");
     assert_eq!(mapped.collection, "volatility");
-    assert_eq!(mapped.document.get_str("_id"), Ok("BTCUSDT|time:5m|7"));
-    assert_eq!(mapped.document.get_f64("stddev"), Ok(0.25));
+    assert_eq!(
+        mapped
+            .document
+            .to_document()
+            .expect("valid BSON")
+            .get_str("_id"),
+        Ok("BTCUSDT|time:5m|7")
+    );
+    assert_eq!(
+        mapped
+            .document
+            .to_document()
+            .expect("valid BSON")
+            .get_f64("stddev"),
+        Ok(0.25)
+    );
 
     let jump = Jump {
         symbol,
@@ -183,7 +225,7 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
         .expect("valid");
     assert_eq!(mapped.collection, "jumps");
     assert_eq!(
-        mapped.document,
+        mapped.document.to_document().expect("valid BSON"),
         doc! {
             "_id": "BTCUSDT|9",
             "symbol": "BTCUSDT",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, InsertManyError};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
@@ -178,7 +178,7 @@ impl MongoWriter {
             .map(|(collection, indices)| async move {
                 let result = self
                     .database
-                    .collection::<Document>(collection)
+                    .collection::<RawDocumentBuf>(collection)
                     .insert_many(indices.iter().map(|i| &batch[*i].document))
                     .ordered(false)
                     .await;
