@@ -20,7 +20,7 @@ CARGO ?= cargo
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-run: ## the whole pipeline in one process, no broker or database: live view, results in ./data
+run: deps ## the whole pipeline in one process, no broker or database: live view, results in ./data
 	$(CARGO) run --quiet -- run $(ARGS)
 
 deps: ## install the system packages the build and tests need (idempotent)

@@ -8,31 +8,31 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source};
 use tickstream_model::Topology;
 
-fn main() {
-    let measuring = std::env::args().any(|a| a == "--bench");
-    let ticks: u64 = if measuring { 2_000_000 } else { 1_000 };
-    let brokers =
-        std::env::var("TICKSTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:39092".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(run(&brokers, ticks, measuring));
-}
+mod support;
 
-async fn run(brokers: &str, ticks: u64, measuring: bool) {
+fn main() {
+    let measuring = support::benchmarking();
+    let ticks: u64 = if measuring { 2_000_000 } else { 1_000 };
+    let Some(brokers) = support::broker("ingest") else {
+        return;
+    };
     let topic = format!(
         "ingest-bench-{}-{}",
         std::process::id(),
         tickstream_ingest::metrics::now_ms()
     );
-    create_topic(brokers, &topic, 3).await;
+    support::create_topic(&brokers, &topic, 3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run(&topic, ticks, measuring, &brokers));
+}
+
+async fn run(topic: &str, ticks: u64, measuring: bool, brokers: &str) {
     let topology = Topology::from_str(&format!(
         r#"
         application_id = "ingest-bench"
@@ -96,28 +96,4 @@ async fn next(source: &mut Source) -> Vec<tickstream_model::RawTick> {
         .await
         .expect("the synthetic source never fails")
         .expect("the synthetic source never ends")
-}
-
-async fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client config is valid");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &options,
-        )
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating {name} on {brokers} failed: {e}; start the broker with `make services-up`"
-            )
-        });
-    for result in results {
-        if let Err((topic, code)) = result {
-            panic!("creating topic {topic} on {brokers} failed: {code}");
-        }
-    }
 }

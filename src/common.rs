@@ -11,17 +11,34 @@ use tickstream_model::Topology;
 /// `TICKSTREAM_KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`.
 pub const KAFKA_CONFIG_ENV_PREFIX: &str = "TICKSTREAM_KAFKA_CONFIG_";
 
-/// The options every processor takes.
+/// The topology file option, the same for every command.
 #[derive(Debug, clap::Args)]
-pub struct ProcessorArgs {
+pub struct TopologyArg {
     /// The topology file (TOML): topics, symbols, windows, thresholds, collections.
     #[arg(
-        long,
+        id = "topology",
+        long = "topology",
+        value_name = "FILE",
         short,
         env = "TICKSTREAM_TOPOLOGY",
         default_value = "topologies/default.toml"
     )]
-    pub topology: PathBuf,
+    pub path: PathBuf,
+}
+
+impl TopologyArg {
+    /// Reads and validates the topology; a bad file stops the process before anything connects.
+    pub fn load(&self) -> anyhow::Result<Topology> {
+        Topology::from_path(&self.path)
+            .with_context(|| format!("loading the topology {}", self.path.display()))
+    }
+}
+
+/// The options every processor takes.
+#[derive(Debug, clap::Args)]
+pub struct ProcessorArgs {
+    #[command(flatten)]
+    pub topology: TopologyArg,
     /// Kafka bootstrap servers, comma-separated.
     #[arg(
         long,
@@ -36,12 +53,6 @@ pub struct ProcessorArgs {
 }
 
 impl ProcessorArgs {
-    /// Reads and validates the topology; a bad file stops the process before anything connects.
-    pub fn load_topology(&self) -> anyhow::Result<Topology> {
-        Topology::from_path(&self.topology)
-            .with_context(|| format!("loading the topology {}", self.topology.display()))
-    }
-
     pub fn metrics_addr(&self, topology: &Topology) -> SocketAddr {
         self.metrics_addr
             .unwrap_or(topology.processing.metrics_addr)
@@ -150,6 +161,20 @@ pub fn init_logging_to(file: Option<&std::path::Path>) -> anyhow::Result<()> {
         builder.init();
     }
     Ok(())
+}
+
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C), logging which: how every command
+/// learns it should finish its work and exit. Call it inside the runtime.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
+        }
+    })
 }
 
 /// The multi-threaded tokio runtime the commands run on.

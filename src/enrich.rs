@@ -25,9 +25,9 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     init_logging();
-    let topology = args.processor.load_topology()?;
+    let topology = args.processor.topology.load()?;
     let enrich = Enrich::new(&topology)
-        .with_context(|| format!("in {}", args.processor.topology.display()))?;
+        .with_context(|| format!("in {}", args.processor.topology.path.display()))?;
     let mut config = enrich.streams_config(&args.processor.brokers);
     if let Some(dir) = args.state_dir {
         config.state_dir = dir;
@@ -39,7 +39,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let enrich = enrich.with_metrics(Arc::new(EnrichMetrics::register(metrics.registry())));
     let metrics_addr = args.processor.metrics_addr(&topology);
     info!(
-        topology = %args.processor.topology.display(),
+        topology = %args.processor.topology.path.display(),
         inputs = ?config.source_topics,
         windows = ?topology.windows.iter().map(|w| w.label()).collect::<Vec<_>>(),
         "enrich starting"

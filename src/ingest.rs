@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source, Stopped};
 use tickstream_streams::{Endpoints, Health, bind_http};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::common::{ProcessorArgs, init_logging, kafka_settings_from_env, runtime};
+use crate::common::{
+    ProcessorArgs, init_logging, kafka_settings_from_env, runtime, shutdown_signal,
+};
 
 /// How long start-up waits for the broker to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,10 +28,10 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     init_logging();
-    let topology = args.processor.load_topology()?;
+    let topology = args.processor.topology.load()?;
     let metrics = IngestMetrics::new(&topology.application_id);
     let metrics_addr = args.processor.metrics_addr(&topology);
-    let origin = args.processor.topology.display().to_string();
+    let origin = args.processor.topology.path.display().to_string();
     runtime()?.block_on(async move {
         let mut source = Source::from_topology(&topology, &metrics)
             .with_context(|| format!("setting up the source of {origin}"))?;
@@ -63,13 +64,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             "ingest starting; serving /metrics, /healthz, /readyz"
         );
 
-        let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => info!(signal = "SIGTERM", "stopping"),
-                _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "stopping"),
-            }
-        };
+        let shutdown = shutdown_signal()?;
         let outcome = tickstream_ingest::run(
             &mut source,
             &mut sink,

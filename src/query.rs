@@ -1,25 +1,17 @@
 //! `tickstream query`: what the sink stored, as a table (default) or JSON (`--json`).
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use serde::Serialize;
 use tickstream_sink::query::format_ts;
 use tickstream_sink::{Queries, redact_uri};
 
-use crate::common::{MongoArgs, runtime};
+use crate::common::{MongoArgs, TopologyArg, runtime};
 
 /// Options of `tickstream query`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The topology file (TOML): which database and collections hold what.
-    #[arg(
-        long,
-        short,
-        env = "TICKSTREAM_TOPOLOGY",
-        default_value = "topologies/default.toml"
-    )]
-    pub topology: PathBuf,
+    #[command(flatten)]
+    pub topology: TopologyArg,
     #[command(flatten)]
     pub mongodb: MongoArgs,
     /// Print JSON instead of a table.
@@ -53,8 +45,7 @@ pub enum Question {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let topology = tickstream_model::Topology::from_path(&args.topology)
-        .with_context(|| format!("loading the topology {}", args.topology.display()))?;
+    let topology = args.topology.load()?;
     let uri = args.mongodb.mongodb_uri.clone();
     let output = runtime()?.block_on(async move {
         let queries = Queries::connect(&uri, &topology)

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics, redact_uri};
 use tickstream_streams::{Endpoints, Health, bind_http};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::common::{MongoArgs, ProcessorArgs, init_logging, kafka_settings_from_env, runtime};
+use crate::common::{
+    MongoArgs, ProcessorArgs, init_logging, kafka_settings_from_env, runtime, shutdown_signal,
+};
 
 /// Options of `tickstream sink`.
 #[derive(Debug, clap::Args)]
@@ -33,7 +34,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     init_logging();
-    let topology = args.processor.load_topology()?;
+    let topology = args.processor.topology.load()?;
     let mut config = SinkConfig::from_topology(&topology, &args.processor.brokers);
     config.kafka_settings = kafka_settings_from_env();
     if let Some(size) = args.batch_size {
@@ -44,7 +45,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         config.batch_interval = interval;
     }
     let metrics_addr = args.processor.metrics_addr(&topology);
-    let origin = args.processor.topology.display().to_string();
+    let origin = args.processor.topology.path.display().to_string();
     runtime()?.block_on(async move {
         let writer = MongoWriter::connect(&args.mongodb.mongodb_uri, &topology).await?;
         let metrics = Arc::new(SinkMetrics::new(&topology.application_id));
@@ -70,13 +71,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             %bound,
             "sink starting; serving /metrics, /healthz, /readyz"
         );
-        let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => info!(signal = "SIGTERM", "stopping"),
-                _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "stopping"),
-            }
-        };
+        let shutdown = shutdown_signal()?;
         let outcome = KafkaSink::new(config, &topology, writer, metrics, health)
             .run(shutdown)
             .await;

@@ -1,5 +1,8 @@
 //! What the broker benchmarks share: finding the broker, creating topics, preloading records.
 
+// Each benchmark is its own crate and uses a part of this module.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use rdkafka::ClientConfig;

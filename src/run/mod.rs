@@ -23,7 +23,7 @@ use tickstream_streams::{InMemoryBroker, InMemoryStreams, StateDir, StoredRecord
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::common::init_logging_to;
+use crate::common::{TopologyArg, init_logging_to};
 use output::Output;
 use view::LiveView;
 
@@ -41,14 +41,8 @@ pub enum SourceChoice {
 /// Options of `tickstream run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The topology file (TOML): symbols, windows, thresholds, source.
-    #[arg(
-        long,
-        short,
-        env = "TICKSTREAM_TOPOLOGY",
-        default_value = "topologies/default.toml"
-    )]
-    pub topology: PathBuf,
+    #[command(flatten)]
+    pub topology: TopologyArg,
     /// Results (one JSON Lines file per topic), window state and the log go here.
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
@@ -75,8 +69,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     // On a terminal the live view owns the screen, so log lines go to a file beside the data.
     let log_file = args.data_dir.join("tickstream.log");
     init_logging_to(interactive.then_some(log_file.as_path()))?;
-    let mut topology = Topology::from_path(&args.topology)
-        .with_context(|| format!("loading the topology {}", args.topology.display()))?;
+    let mut topology = args.topology.load()?;
     let runtime = crate::common::runtime()?;
     let source_banner = runtime.block_on(choose_source(&mut topology, &args))?;
     println!("tickstream run: {source_banner}");
@@ -225,12 +218,10 @@ async fn run(
     ));
     let view_task = tokio::spawn(show(Arc::clone(&view), interactive, stop_rx));
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+    let shutdown_requested = crate::common::shutdown_signal()?;
     let mut source_task = source_task;
     let source_result = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = terminate.recv() => None,
+        () = shutdown_requested => None,
         result = &mut source_task => Some(result),
     };
     let _ = stop_tx.send(true);
