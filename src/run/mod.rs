@@ -5,6 +5,7 @@
 //! Results go to JSON Lines files under the data dir (one per topic), and to MongoDB too when
 //! `--mongodb-uri` is given; a live view shows them as they come.
 
+mod keyboard;
 mod output;
 mod view;
 
@@ -219,9 +220,20 @@ async fn run(
     let view_task = tokio::spawn(show(Arc::clone(&view), interactive, stop_rx));
 
     let shutdown_requested = crate::common::shutdown_signal()?;
+    // On a terminal Ctrl-C arrives as a key (see keyboard.rs); the guard restores the terminal.
+    let (quit_tx, mut quit_rx) = watch::channel(false);
+    let keyboard = if interactive {
+        keyboard::KeyboardGuard::capture()
+    } else {
+        None
+    };
+    if let Some(keyboard) = &keyboard {
+        keyboard.watch(quit_tx);
+    }
     let mut source_task = source_task;
     let source_result = tokio::select! {
         () = shutdown_requested => None,
+        _ = quit_rx.wait_for(|quit| *quit) => None,
         result = &mut source_task => Some(result),
     };
     let _ = stop_tx.send(true);
@@ -259,6 +271,7 @@ async fn run(
         Err(e) => bail!("the output task failed: {e}"),
     }
     let _ = view_task.await;
+    drop(keyboard);
     if failed {
         bail!("tickstream run stopped after an error (see the log)");
     }

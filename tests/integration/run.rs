@@ -107,3 +107,81 @@ fn the_embedded_mode_announces_synthetic_prices_shows_analytics_and_stops_on_ctr
         Volatility::decode(line.as_bytes()).expect("a volatility event");
     }
 }
+
+/// On a terminal, Ctrl-C is a key press, not a signal: `make run` — make, which dies of a
+/// SIGINT whatever its child does — must exit 0. `script` gives them a pseudo-terminal.
+#[test]
+fn make_run_exits_0_on_ctrl_c_at_a_terminal() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let makefile = dir.path().join("Makefile");
+    std::fs::write(
+        &makefile,
+        format!(
+            "run:\n\t{} run --topology {} --data-dir {} --binance-url http://127.0.0.1:9\n",
+            env!("CARGO_BIN_EXE_tickstream"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/default.toml"),
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write a Makefile");
+    let command = format!("make -s -f {} run", makefile.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("`script` (util-linux) runs the program on a pseudo-terminal");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let screen = std::sync::Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                screen.lock().expect("screen lock").push_str(&text);
+            }
+        })
+    };
+    let started = Instant::now();
+    while !screen.lock().expect("screen lock").contains("RECENT JUMPS") {
+        assert!(
+            started.elapsed() < FIRST_ANALYTICS && matches!(child.try_wait(), Ok(None)),
+            "no live view within {FIRST_ANALYTICS:?}:\n{}",
+            screen.lock().expect("screen lock")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+        .stdin
+        .as_mut()
+        .expect("piped stdin")
+        .write_all(&[0x03])
+        .expect("type Ctrl-C");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "still running 20 s after Ctrl-C:\n{}",
+                screen.lock().expect("screen lock")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    let screen = screen.lock().expect("screen lock");
+    assert!(status.success(), "exit {status} after Ctrl-C:\n{screen}");
+    assert!(screen.contains("SYNTHETIC prices"), "{screen}");
+    assert!(screen.contains("stopped; results are in"), "{screen}");
+}
