@@ -41,7 +41,11 @@ fn main() {
     let Some(brokers) = support::broker("enrich_e2e") else {
         return;
     };
-    let run_id = format!("{}-{}", std::process::id(), unix_ms() % 1_000_000);
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        tickstream_ingest::metrics::now_ms() % 1_000_000
+    );
     let dir = tempfile::tempdir().expect("a temp dir");
     println!(
         "| symbols | ticks | pipe ticks/s | enrich ticks/s | enrich / pipe | enrich peak RSS |"
@@ -79,13 +83,6 @@ fn main() {
             rss_kib as f64 / 1024.0
         );
     }
-}
-
-fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
 }
 
 /// Copies `input` to `output` exactly-once; returns records/s from the first commit holding

@@ -296,7 +296,7 @@ async fn feed(
         let Some(ticks) = batch else {
             return Ok(());
         };
-        let now = unix_ms();
+        let now = tickstream_ingest::metrics::now_ms();
         for tick in ticks {
             let Some(topic) = topology.raw_topic_for(tick.symbol.as_str()) else {
                 warn!(symbol = %tick.symbol, "no raw topic for this symbol; tick dropped");
@@ -339,11 +339,4 @@ async fn show(
             }
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
