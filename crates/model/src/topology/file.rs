@@ -15,8 +15,8 @@ use super::source::{
     SyntheticSource, WsStream,
 };
 use super::{
-    Collections, JumpConfig, MongoConfig, ProcessingConfig, ProcessingGuarantee, Routing, Topics,
-    Topology, TopologyError, WindowConfig,
+    Collections, Compression, CompressionConfig, JumpConfig, MongoConfig, ProcessingConfig,
+    ProcessingGuarantee, RepartitionPolicy, Routing, Topics, Topology, TopologyError, WindowConfig,
 };
 use crate::duration::deserialize_opt as duration;
 use crate::symbol::Symbol;
@@ -61,6 +61,24 @@ struct TopicsFile {
     volatility: Option<String>,
     jumps: Option<String>,
     dead_letter: Option<String>,
+    partitions: Option<u32>,
+    repartition: Option<RepartitionPolicy>,
+    compression: Option<CompressionFile>,
+}
+
+/// One codec for every family, or one per family.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CompressionFile {
+    All(Compression),
+    PerFamily(CompressionFamilies),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompressionFamilies {
+    raw: Option<Compression>,
+    derived: Option<Compression>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +173,10 @@ struct ProcessingFile {
     state_dir: Option<PathBuf>,
     metrics_addr: Option<String>,
     max_record_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    max_task_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    give_up_after: Option<Duration>,
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> TopologyError {
@@ -183,6 +205,19 @@ impl TopologyFile {
             volatility: t.volatility.unwrap_or(d.volatility),
             jumps: t.jumps.unwrap_or(d.jumps),
             dead_letter: t.dead_letter.unwrap_or(d.dead_letter),
+            partitions: t.partitions,
+            repartition: t.repartition.unwrap_or(d.repartition),
+            compression: match t.compression {
+                None => d.compression,
+                Some(CompressionFile::All(codec)) => CompressionConfig {
+                    raw: codec,
+                    derived: codec,
+                },
+                Some(CompressionFile::PerFamily(f)) => CompressionConfig {
+                    raw: f.raw.unwrap_or(d.compression.raw),
+                    derived: f.derived.unwrap_or(d.compression.derived),
+                },
+            },
         };
         let windows = match self.windows {
             None => vec![WindowConfig::default()],
@@ -236,6 +271,8 @@ impl TopologyFile {
             state_dir: p.state_dir.unwrap_or(dp.state_dir),
             metrics_addr,
             max_record_bytes: p.max_record_bytes.unwrap_or(dp.max_record_bytes),
+            max_task_idle: p.max_task_idle.unwrap_or(dp.max_task_idle),
+            give_up_after: p.give_up_after.unwrap_or(dp.give_up_after),
         };
         Ok(Topology {
             application_id,

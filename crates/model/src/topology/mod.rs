@@ -21,6 +21,10 @@
 //! volatility = "analytics.volatility"
 //! jumps = "analytics.jumps"
 //! dead_letter = "tickstream.dlq"    # default "<application_id>.dlq"
+//! partitions = 3                    # of the topics tickstream creates; default: the raw topics'
+//! repartition = "auto"              # or "always", "never": see RepartitionPolicy
+//! compression = "none"              # or "gzip", "snappy", "lz4", "zstd", or per family:
+//!                                   # { raw = "none", derived = "lz4" }: see Compression
 //!
 //! [[windows]]                       # default: one count window of 20
 //! kind = "count"
@@ -57,6 +61,8 @@
 //! state_dir = "./data/state"
 //! metrics_addr = "127.0.0.1:9464"
 //! max_record_bytes = 1024
+//! max_task_idle = "100ms"           # how long to wait for an input that lags (event-time order)
+//! give_up_after = "10m"             # a broker/MongoDB outage longer than this exits non-zero
 //! ```
 
 mod error;
@@ -126,6 +132,73 @@ pub struct Topics {
     /// Refused records with their reason in headers (`tickstream_streams::dlq_headers`). Default
     /// `<application_id>.dlq`.
     pub dead_letter: String,
+    /// Partition count of the topics tickstream creates (derived, dead-letter, repartition,
+    /// changelog; raw topics too with `tickstream topics create`) and the number of tasks that
+    /// own the symbols. Default: the raw topics' count when they exist (the largest), else 3.
+    pub partitions: Option<u32>,
+    /// When raw records go through the repartition topic (`<application_id>-repartition`).
+    pub repartition: RepartitionPolicy,
+    /// Compression of what each processor produces.
+    pub compression: CompressionConfig,
+}
+
+/// `[topics] repartition`: how enrich makes sure one task owns each symbol, whatever the raw
+/// records' keys and partitions (Kafka Streams repartitions before a stateful step the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepartitionPolicy {
+    /// A record keyed by its symbol, in the partition Kafka's default (murmur2) partitioner
+    /// gives that key among [`Topics::partitions`], is processed where it is; every other
+    /// record (no key, another key, another partition count) takes the repartition hop.
+    /// Keyed input costs nothing; the reference producer's unkeyed records cost one hop.
+    #[default]
+    Auto,
+    /// Every raw record takes the hop: one more write and read per record.
+    Always,
+    /// No hop: each raw partition is its own task (the raw topics must be co-partitioned and
+    /// keyed by symbol). Unkeyed or otherwise keyed input then splits a symbol's windows.
+    Never,
+}
+
+/// A Kafka compression codec (librdkafka's `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Readable by every client; the most bytes on the wire and disk.
+    #[default]
+    None,
+    /// Readable by every client (plain `pip install kafka-python` included); the most CPU.
+    Gzip,
+    /// Needs a codec library in Python clients (`python-snappy`).
+    Snappy,
+    /// Fast and compact; Python clients need `lz4`.
+    Lz4,
+    /// The most compact at a moderate CPU cost; Python clients need `zstandard`.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's and the broker's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// `[topics] compression`, per family of produced topics. A producer compresses all it writes
+/// with one codec, so a family is what one processor writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompressionConfig {
+    /// What ingest writes: the raw topics.
+    pub raw: Compression,
+    /// What enrich (and the sink's dead letters) write: the derived topics, the dead-letter
+    /// topic, the repartition topic and the changelog.
+    pub derived: Compression,
 }
 
 /// One window (`[[windows]]`).
@@ -247,6 +320,14 @@ pub struct ProcessingConfig {
     /// Records above this size are dead-lettered as `oversized`. Default 1024
     /// ([`DecodeOptions::DEFAULT_MAX_BYTES`]); 64 to 1 MiB.
     pub max_record_bytes: usize,
+    /// Kafka Streams' `max.task.idle.ms`: records from several input partitions are taken in
+    /// timestamp order; an input with nothing buffered that has not reached its end is waited
+    /// for at most this long before the others go ahead. Default 100 ms; at most 1 min.
+    pub max_task_idle: Duration,
+    /// How long a processor keeps retrying through a broker (or, for the sink, MongoDB)
+    /// outage, not ready meanwhile, before it exits non-zero naming the cause. Default 10 min;
+    /// at least 10 s.
+    pub give_up_after: Duration,
 }
 
 impl Default for Topology {
@@ -280,6 +361,9 @@ impl Topics {
             volatility: "analytics.volatility".to_owned(),
             jumps: "analytics.jumps".to_owned(),
             dead_letter: format!("{application_id}.dlq"),
+            partitions: None,
+            repartition: RepartitionPolicy::Auto,
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -318,6 +402,8 @@ impl Default for ProcessingConfig {
             state_dir: PathBuf::from("./data/state"),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_record_bytes: DecodeOptions::DEFAULT_MAX_BYTES,
+            max_task_idle: Duration::from_millis(100),
+            give_up_after: Duration::from_secs(600),
         }
     }
 }
@@ -359,6 +445,11 @@ impl Topology {
             return None;
         }
         self.topics.raw.for_symbol(symbol)
+    }
+
+    /// The repartition topic: raw records re-keyed by symbol (see [`RepartitionPolicy`]).
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-repartition", self.application_id)
     }
 
     /// Every raw topic, distinct (what enrich and sink subscribe to).

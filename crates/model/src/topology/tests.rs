@@ -241,3 +241,57 @@ fn validate_rechecks_after_changes() {
         Some("topics.jumps")
     );
 }
+
+#[test]
+fn repartition_compression_and_outage_keys_parse_with_their_defaults() {
+    let t = Topology::from_str("symbols = [\"BTCUSDT\"]").expect("valid");
+    assert_eq!(t.topics.repartition, super::RepartitionPolicy::Auto);
+    assert_eq!(t.topics.compression.raw, super::Compression::None);
+    assert_eq!(t.topics.partitions, None);
+    assert_eq!(t.repartition_topic(), "tickstream-repartition");
+    assert_eq!(
+        t.processing.give_up_after,
+        std::time::Duration::from_secs(600)
+    );
+    let t = Topology::from_str(
+        r#"
+symbols = ["BTCUSDT"]
+[topics]
+partitions = 6
+repartition = "always"
+compression = { raw = "gzip", derived = "zstd" }
+[processing]
+max_task_idle = "250ms"
+give_up_after = "30s"
+"#,
+    )
+    .expect("valid");
+    assert_eq!(t.topics.partitions, Some(6));
+    assert_eq!(t.topics.repartition, super::RepartitionPolicy::Always);
+    assert_eq!(t.topics.compression.raw.as_str(), "gzip");
+    assert_eq!(t.topics.compression.derived.as_str(), "zstd");
+    assert_eq!(
+        t.processing.max_task_idle,
+        std::time::Duration::from_millis(250)
+    );
+    let all = Topology::from_str("symbols = [\"BTCUSDT\"]\n[topics]\ncompression = \"lz4\"")
+        .expect("valid");
+    assert_eq!(all.topics.compression.derived.as_str(), "lz4");
+    for (toml, key) in [
+        ("[topics]\npartitions = 0", "topics.partitions"),
+        ("[topics]\nrepartition = \"sometimes\"", "repartition"),
+        (
+            "[processing]\ngive_up_after = \"1s\"",
+            "processing.give_up_after",
+        ),
+        (
+            "[processing]\nmax_task_idle = \"5m\"",
+            "processing.max_task_idle",
+        ),
+    ] {
+        let error = Topology::from_str(&format!("symbols = [\"BTCUSDT\"]\n{toml}"))
+            .expect_err(toml)
+            .to_string();
+        assert!(error.contains(key), "{toml}: {error}");
+    }
+}

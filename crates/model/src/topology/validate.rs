@@ -137,6 +137,24 @@ fn topics(t: &Topology) -> Check {
             );
         }
     }
+    if let Some(n) = topics.partitions
+        && !(1..=10_000).contains(&n)
+    {
+        return fail(
+            "topics.partitions",
+            format!("is {n}: write 1 to 10000, e.g. 3 (the reference's count)"),
+        );
+    }
+    let repartition = t.repartition_topic();
+    if raw.contains(&repartition.as_str()) || own.iter().any(|(_, n)| **n == repartition) {
+        return fail(
+            "application_id",
+            format!(
+                "{repartition:?}, enrich's repartition topic, is also a raw, derived or dead-letter \
+                 topic: rename that topic or change application_id"
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -420,6 +438,24 @@ fn processing(t: &Topology) -> Check {
         return fail(
             "processing.state_dir",
             "is empty: write e.g. state_dir = \"./data/state\"",
+        );
+    }
+    if p.max_task_idle > Duration::from_secs(60) {
+        return fail(
+            "processing.max_task_idle",
+            format!(
+                "is {:?}: at most 1 min (it delays every record while an input lags), e.g. \"100ms\"",
+                p.max_task_idle
+            ),
+        );
+    }
+    if p.give_up_after < Duration::from_secs(10) {
+        return fail(
+            "processing.give_up_after",
+            format!(
+                "is {:?}: at least 10 s, so a broker restart is ridden out, e.g. \"10m\"",
+                p.give_up_after
+            ),
         );
     }
     const MAX: usize = 1 << 20;
