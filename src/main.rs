@@ -3,7 +3,7 @@
 //! This binary only parses arguments and wires libraries together; the work itself lives in
 //! the crates under `crates/`. Each processor is a subcommand, runnable as its own container:
 //! `ingest` (market data → raw topic), `enrich` (raw → derived topics), `sink` (topics →
-//! MongoDB); `query` reads what the sink stored; `run` chains all three in one process.
+//! MongoDB); `query` reads what the sink stored; `run` chains all three in one process; `topics` creates what they need in Kafka.
 
 mod common;
 mod enrich;
@@ -11,6 +11,7 @@ mod ingest;
 mod query;
 mod run;
 mod sink;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Command {
     Query(query::Args),
     /// ingest → enrich → sink in one process, no broker or database needed.
     Run(run::Args),
+    /// Create or describe the Kafka topics the topology needs.
+    Topics(topics::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sink(args) => sink::main(args),
         Command::Query(args) => query::main(args),
         Command::Run(args) => run::main(args),
+        Command::Topics(args) => topics::main(args),
     }
 }

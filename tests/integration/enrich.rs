@@ -20,29 +20,50 @@ use tickstream_model::{EventKind, Symbol, Topology};
 
 use crate::support::{
     ChildProcess, PROGRESS_TIMEOUT, Progress, block_on, create_topic, free_local_address, header,
-    kafka_brokers, kill_points, produce_ticks, producer, read_all_committed,
+    kafka_brokers, kill_points, produce_ticks, producer, read_all_committed_on,
     read_committed_consumer, require_kafka, unique_name, wait_for_metric,
 };
 
 /// One enrich deployment: its topology file and topics.
-struct Deployment {
-    topology: Topology,
-    path: PathBuf,
-    partitions: i32,
+pub(crate) struct Deployment {
+    pub(crate) topology: Topology,
+    pub(crate) path: PathBuf,
+    pub(crate) partitions: i32,
+    pub(crate) brokers: String,
 }
 
 impl Deployment {
     /// Unique topics and application id; a count window of 20, a 1-minute time window, 2 %
     /// jumps — the default topology's analytics at test scale.
-    fn new(prefix: &str, dir: &Path, symbols: &[Symbol], partitions: i32) -> Self {
+    pub(crate) fn new(prefix: &str, dir: &Path, symbols: &[Symbol], partitions: i32) -> Self {
         let name = unique_name(prefix);
+        Self::with_topics(
+            &name,
+            dir,
+            symbols,
+            partitions,
+            &format!("raw = \"{name}.raw\""),
+            &kafka_brokers(),
+        )
+    }
+
+    /// A deployment whose `[topics]` start with `raw_topics` (TOML lines), on `brokers`; every
+    /// raw topic is created with `partitions` partitions.
+    pub(crate) fn with_topics(
+        name: &str,
+        dir: &Path,
+        symbols: &[Symbol],
+        partitions: i32,
+        raw_topics: &str,
+        brokers: &str,
+    ) -> Self {
         let list: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
         let toml = format!(
             r#"
 application_id = "{name}"
 symbols = [{symbols}]
 [topics]
-raw = "{name}.raw"
+{raw_topics}
 moving_average = "{name}.ma"
 volatility = "{name}.vol"
 jumps = "{name}.jumps"
@@ -63,31 +84,30 @@ commit_interval = "100ms"
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, &toml).expect("write the topology");
         let topology = Topology::from_str(&toml).expect("a valid topology");
-        block_on(create_topic(
-            &kafka_brokers(),
-            &format!("{name}.raw"),
-            partitions,
-        ));
+        for topic in topology.raw_topics() {
+            block_on(create_topic(brokers, topic, partitions));
+        }
         Self {
             topology,
             path,
             partitions,
+            brokers: brokers.to_owned(),
         }
     }
 
-    fn raw_topic(&self) -> &str {
+    pub(crate) fn raw_topic(&self) -> &str {
         self.topology.raw_topics()[0]
     }
 
     /// Starts `tickstream enrich` with its own state dir and metrics address.
-    fn start(&self, state_dir: &Path, metrics: SocketAddr, log: &Path) -> ChildProcess {
+    pub(crate) fn start(&self, state_dir: &Path, metrics: SocketAddr, log: &Path) -> ChildProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tickstream"));
         command
             .arg("enrich")
             .arg("--topology")
             .arg(&self.path)
             .arg("--brokers")
-            .arg(kafka_brokers())
+            .arg(&self.brokers)
             .arg("--metrics-addr")
             .arg(metrics.to_string())
             .arg("--state-dir")
@@ -97,7 +117,7 @@ commit_interval = "100ms"
     }
 
     /// Waits until every derived topic holds its expected number of committed events.
-    fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         expected: &BTreeMap<(String, Symbol), Vec<Vec<u8>>>,
         app: &mut ChildProcess,
@@ -109,16 +129,16 @@ commit_interval = "100ms"
                 .filter(|((t, _), _)| t == topic)
                 .map(|(_, events)| events.len())
                 .sum();
-            Progress::new(topic, self.partitions).wait_for(count, app);
+            Progress::on(&self.brokers, topic, self.partitions).wait_for(count, app);
         }
     }
 
     /// Every committed derived event, grouped by topic and symbol, in order.
-    fn outputs(&self) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {
+    pub(crate) fn outputs(&self) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {
         let mut records = Vec::new();
         for kind in EventKind::ALL {
             let topic = self.topology.topic(kind);
-            for (key, value) in read_all_committed(topic, self.partitions) {
+            for (key, value) in read_all_committed_on(&self.brokers, topic, self.partitions) {
                 let symbol = key
                     .parse()
                     .unwrap_or_else(|_| panic!("key {key:?} is a symbol"));
@@ -131,7 +151,7 @@ commit_interval = "100ms"
 
 /// Events per (topic, symbol), in order: the order enrich guarantees (one symbol lives on one
 /// partition of each topic; different symbols interleave freely).
-fn grouped(records: Vec<DerivedRecord>) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {
+pub(crate) fn grouped(records: Vec<DerivedRecord>) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {
     let mut groups: BTreeMap<(String, Symbol), Vec<Vec<u8>>> = BTreeMap::new();
     for (topic, symbol, value) in records {
         groups.entry((topic, symbol)).or_default().push(value);
@@ -139,7 +159,7 @@ fn grouped(records: Vec<DerivedRecord>) -> BTreeMap<(String, Symbol), Vec<Vec<u8
     groups
 }
 
-fn assert_matches_naive(
+pub(crate) fn assert_matches_naive(
     topology: &Topology,
     actual: &BTreeMap<(String, Symbol), Vec<Vec<u8>>>,
     expected: &BTreeMap<(String, Symbol), Vec<Vec<u8>>>,
@@ -165,7 +185,7 @@ fn assert_matches_naive(
     }
 }
 
-fn expected(
+pub(crate) fn expected(
     topology: &Topology,
     ticks: &[(Symbol, f64, i64)],
 ) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {

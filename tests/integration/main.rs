@@ -8,6 +8,7 @@
 mod counting_app;
 mod deploy;
 mod enrich;
+mod enrich_repartition;
 mod ingest;
 mod kafka_smoke;
 mod mongodb_smoke;
@@ -15,3 +16,4 @@ mod run;
 mod sink;
 mod streams_runtime;
 mod support;
+mod topics;

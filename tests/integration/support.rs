@@ -307,8 +307,13 @@ pub fn free_local_address() -> SocketAddr {
 }
 
 pub fn read_committed_consumer(topic: &str, partitions: i32) -> BaseConsumer {
+    read_committed_consumer_on(&kafka_brokers(), topic, partitions)
+}
+
+/// A `read_committed` reader of every partition of `topic` on `brokers`, from the beginning.
+pub fn read_committed_consumer_on(brokers: &str, topic: &str, partitions: i32) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         // assign() needs a group id; this reader never joins the group nor commits.
         .set("group.id", unique_name("reader"))
         .set("enable.auto.commit", "false")
@@ -334,8 +339,13 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(topic: &str, partitions: i32) -> Self {
+        Self::on(&kafka_brokers(), topic, partitions)
+    }
+
+    /// Follows `topic` on `brokers`.
+    pub fn on(brokers: &str, topic: &str, partitions: i32) -> Self {
         Self {
-            consumer: read_committed_consumer(topic, partitions),
+            consumer: read_committed_consumer_on(brokers, topic, partitions),
             seen: 0,
         }
     }
@@ -367,7 +377,12 @@ impl Progress {
 
 /// Every committed record of `topic`, read from the beginning to the end of each partition.
 pub fn read_all_committed(topic: &str, partitions: i32) -> Vec<(String, String)> {
-    let consumer = read_committed_consumer(topic, partitions);
+    read_all_committed_on(&kafka_brokers(), topic, partitions)
+}
+
+/// [`read_all_committed`] on `brokers`.
+pub fn read_all_committed_on(brokers: &str, topic: &str, partitions: i32) -> Vec<(String, String)> {
+    let consumer = read_committed_consumer_on(brokers, topic, partitions);
     let mut at_end = HashSet::new();
     let mut records = Vec::new();
     let deadline = Instant::now() + PROGRESS_TIMEOUT;
@@ -462,7 +477,12 @@ pub fn wait_for_metric(
 /// Produces the ticks in the full raw format, key = symbol, and waits for every delivery.
 pub fn produce_ticks(topic: &str, ticks: &[(tickstream_model::Symbol, f64, i64)]) {
     use tickstream_model::{RawTick, RecordFormat};
-    let producer = producer(&kafka_brokers(), &[("linger.ms", "20")]);
+    // Kafka's default partitioner for keys (Java, kafka-python; librdkafka's murmur2_random):
+    // each symbol lands in the partition enrich expects it in, so it needs no repartition hop.
+    let producer = producer(
+        &kafka_brokers(),
+        &[("linger.ms", "20"), ("partitioner", "murmur2_random")],
+    );
     block_on(async {
         let mut deliveries = Vec::with_capacity(ticks.len());
         for &(symbol, price, ts) in ticks {
@@ -495,4 +515,83 @@ pub fn header(message: &impl Message, name: &str) -> Option<String> {
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     })
+}
+
+/// A Kafka broker of the test's own (scripts/kafka.sh with its own ports and directory), for
+/// tests that stop and restart the broker under a running processor: the shared broker
+/// serves every other test at the same time and must never go down.
+pub struct PrivateBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+}
+
+impl PrivateBroker {
+    /// Starts a fresh single-node broker and waits until it answers metadata.
+    pub fn start() -> Self {
+        // Below the ephemeral range (32768–60999 here), so no client's outgoing connection takes
+        // the port while the broker is down for a restart; a different one on every call.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let free_port = || {
+            let base = std::process::id() % 5_000;
+            (0..5_000)
+                .map(|_| {
+                    20_000 + ((base + NEXT.fetch_add(1, Ordering::Relaxed) * 2) % 10_000) as u16
+                })
+                .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+                .expect("a free port in 20000-29999")
+        };
+        let broker = Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            port: free_port(),
+            controller_port: free_port(),
+        };
+        broker.up();
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, action: &str) -> ExitStatus {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
+        Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env("TICKSTREAM_SERVICES_DIR", self.dir.path())
+            .env("TICKSTREAM_KAFKA_PORT", self.port.to_string())
+            .env(
+                "TICKSTREAM_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("TICKSTREAM_KAFKA_HEAP", "512m")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("running scripts/kafka.sh {action}: {e}"))
+    }
+
+    /// Starts the broker (again, on the same data): returns once it answers metadata.
+    pub fn up(&self) {
+        let status = self.script("up");
+        assert!(
+            status.success(),
+            "scripts/kafka.sh up for the private broker failed ({status})"
+        );
+    }
+
+    /// Stops the broker (SIGTERM, waits for it to exit); its data stays for [`Self::up`].
+    pub fn down(&self) {
+        let status = self.script("down");
+        assert!(
+            status.success(),
+            "scripts/kafka.sh down for the private broker failed ({status})"
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+    }
 }

@@ -43,7 +43,8 @@ mod state;
 
 use std::sync::Arc;
 
-use tickstream_model::{EventKind, Topology, topology::WindowConfig};
+use tickstream_model::topology::{RepartitionPolicy, WindowConfig};
+use tickstream_model::{EventKind, Topology};
 use tickstream_streams::{ProcessingGuarantee, StreamsConfig};
 use tickstream_window::{Config, JumpSpec, WindowSpec};
 
@@ -115,6 +116,18 @@ impl Enrich {
             .collect();
         config.state_dir = topology.processing.state_dir.clone();
         config.commit_interval = topology.processing.commit_interval;
+        config.repartition = match topology.topics.repartition {
+            RepartitionPolicy::Auto => Some(tickstream_streams::RepartitionPolicy::Auto),
+            RepartitionPolicy::Always => Some(tickstream_streams::RepartitionPolicy::Always),
+            RepartitionPolicy::Never => None,
+        };
+        config.partitions = topology
+            .topics
+            .partitions
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        config.max_task_idle = topology.processing.max_task_idle;
+        config.give_up_after = topology.processing.give_up_after;
+        config.compression = topology.topics.compression.derived.as_str().to_owned();
         config.processing_guarantee = match topology.processing.guarantee {
             tickstream_model::topology::ProcessingGuarantee::ExactlyOnce => {
                 ProcessingGuarantee::ExactlyOnce

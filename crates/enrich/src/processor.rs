@@ -27,6 +27,21 @@ pub struct EnrichProcessor {
     /// Encoding buffer, reused across events.
     buffer: Vec<u8>,
     gauges: HashMap<Symbol, SymbolGauges>,
+    /// The last record [`Processor::state_key`] decoded, so `process` of the same record
+    /// does not decode it again.
+    decoded: Option<Decoded>,
+}
+
+/// A decoded tick and where it came from.
+struct Decoded {
+    /// The topic's name is compared too: a forwarded record comes back from the repartition
+    /// topic at another topic's (partition, offset).
+    topic: String,
+    partition: i32,
+    offset: i64,
+    symbol: Symbol,
+    price: f64,
+    ts: i64,
 }
 
 fn reject(invalid: InvalidRecord) -> Rejection {
@@ -51,6 +66,7 @@ impl EnrichProcessor {
             labels,
             buffer: Vec::with_capacity(256),
             gauges: HashMap::new(),
+            decoded: None,
             enrich,
         }
     }
@@ -64,6 +80,42 @@ impl EnrichProcessor {
         buffer.clear();
         event.encode_into(buffer);
         ctx.send(topic, Some(event.symbol().as_str().as_bytes()), buffer);
+    }
+
+    /// Decodes a raw tick (full or reference format) and its event time. A record keyed by
+    /// another symbol than its body names is refused (`key_mismatch`): one of the two is
+    /// wrong, and trusting either could put the tick in the wrong window — or reorder the
+    /// symbol's ticks, since records keyed by their symbol skip the repartition hop. Keys that
+    /// are no symbol at all (none, a UUID, …) are fine: the body decides.
+    fn decode(&self, record: &Record<'_>) -> Result<Decoded, Rejection> {
+        let tick = self
+            .decode
+            .decode(record.value.unwrap_or_default())
+            .map_err(reject)?;
+        if let Some(key) = record
+            .key
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| Symbol::new(k).ok())
+            && key != tick.symbol
+        {
+            return Err(Rejection::new(
+                "key_mismatch",
+                format!(
+                    "the record's key names {key} but its value names {}: fix the producer's key \
+                     (or send no key)",
+                    tick.symbol
+                ),
+            ));
+        }
+        let ts = tick.event_time(record.timestamp).map_err(reject)?;
+        Ok(Decoded {
+            topic: record.topic.to_owned(),
+            partition: record.partition,
+            offset: record.offset,
+            symbol: tick.symbol,
+            price: tick.price,
+            ts,
+        })
     }
 
     fn update_gauges(&mut self, symbol: Symbol, price: f64, jumped: bool) {
@@ -91,6 +143,17 @@ impl EnrichProcessor {
 impl Processor for EnrichProcessor {
     type State = SymbolState;
 
+    /// A tick's state lives under its symbol — the one in the value, whatever the record's
+    /// key says: a record keyed by another symbol (or by anything else) is repartitioned by
+    /// the symbol of its body. Records that cannot be decoded are refused here, at the source.
+    fn state_key(&mut self, record: &Record<'_>, key: &mut Vec<u8>) -> Result<(), Rejection> {
+        let decoded = self.decode(record)?;
+        key.clear();
+        key.extend_from_slice(decoded.symbol.as_str().as_bytes());
+        self.decoded = Some(decoded);
+        Ok(())
+    }
+
     fn process(
         &mut self,
         record: &Record<'_>,
@@ -98,12 +161,18 @@ impl Processor for EnrichProcessor {
     ) -> Result<(), ProcessError> {
         // The symbol comes from the value, not the key: the reference producer's records
         // carry it there, and a key that disagrees must not split a symbol's state.
-        let tick = self
-            .decode
-            .decode(record.value.unwrap_or_default())
-            .map_err(reject)?;
-        let ts = tick.event_time(record.timestamp).map_err(reject)?;
-        let symbol = tick.symbol;
+        let decoded = match self.decoded.take() {
+            Some(d)
+                if d.partition == record.partition
+                    && d.offset == record.offset
+                    && d.topic == record.topic =>
+            {
+                d
+            }
+            _ => self.decode(record)?,
+        };
+        let (symbol, ts) = (decoded.symbol, decoded.ts);
+        let tick = decoded;
         let key = symbol.as_str().as_bytes();
 
         let config = &self.enrich.windows;

@@ -14,6 +14,18 @@ pub enum ProcessingGuarantee {
     AtLeastOnce,
 }
 
+/// When source records take the repartition hop (Kafka Streams repartitions before a stateful
+/// step whose key is not the record's key; see [`crate::Processor::state_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepartitionPolicy {
+    /// A record whose key is its state key and that already sits in the partition Kafka's
+    /// default partitioner (murmur2) gives that key among the task count is processed where
+    /// it is; every other record is re-keyed through the repartition topic.
+    Auto,
+    /// Every source record takes the hop.
+    Always,
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
     /// Kafka Streams' `application.id`: the consumer group, the transactional-id prefix and the
@@ -48,6 +60,22 @@ pub struct StreamsConfig {
     pub transaction_timeout: Duration,
     /// Extra librdkafka settings applied to every client (security.protocol, sasl.*, ssl.*…).
     pub kafka_settings: Vec<(String, String)>,
+    /// `None`: no repartition topic; partition `p` of every (co-partitioned) source is task `p`.
+    /// `Some`: source records are re-keyed by [`crate::Processor::state_key`] through
+    /// [`Self::repartition_topic`] as the policy says, and tasks own state keys, not partitions.
+    pub repartition: Option<RepartitionPolicy>,
+    /// The task count: partitions of the repartition topic, the changelog and the outputs this
+    /// instance creates. Default: the source topics' (largest) partition count.
+    pub partitions: Option<i32>,
+    /// Kafka Streams' `max.task.idle.ms`: source records are taken in timestamp order across
+    /// the assigned source partitions; one with nothing buffered that has not reached its end
+    /// is waited for at most this long.
+    pub max_task_idle: Duration,
+    /// How long to keep retrying while the broker is unreachable (not ready meanwhile) before
+    /// failing with [`crate::StreamsError::Outage`].
+    pub give_up_after: Duration,
+    /// librdkafka's `compression.type` for everything this instance produces.
+    pub compression: String,
 }
 
 impl StreamsConfig {
@@ -68,11 +96,21 @@ impl StreamsConfig {
             session_timeout: Duration::from_secs(10),
             transaction_timeout: Duration::from_secs(10),
             kafka_settings: Vec::new(),
+            repartition: None,
+            partitions: None,
+            max_task_idle: Duration::from_millis(100),
+            give_up_after: Duration::from_secs(600),
+            compression: "none".to_owned(),
         }
     }
 
     pub fn changelog_topic(&self) -> String {
         format!("{}-{}-changelog", self.application_id, self.store_name)
+    }
+
+    /// `<application_id>-repartition`: source records re-keyed by their state key.
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-repartition", self.application_id)
     }
 
     /// Fails fast, naming the setting and how to fix it.
@@ -133,6 +171,20 @@ impl StreamsConfig {
             return invalid(
                 "commit_interval",
                 "must be positive (Kafka Streams' default is 100 ms)".into(),
+            );
+        }
+        if self.partitions.is_some_and(|n| n < 1) {
+            return invalid("partitions", "must be at least 1".into());
+        }
+        if self.source_topics.contains(&self.repartition_topic())
+            || self.output_topics.contains(&self.repartition_topic())
+        {
+            return invalid(
+                "application_id",
+                format!(
+                    "{:?} is the repartition topic, which must not be an input or output",
+                    self.repartition_topic()
+                ),
             );
         }
         if self.max_uncommitted_records == 0 {

@@ -42,6 +42,7 @@
 //! On Kafka, [`KafkaStreams`] runs the same processor; [`run_until_signal`] adds `/metrics`,
 //! `/healthz`, `/readyz` and graceful shutdown on SIGTERM/SIGINT.
 
+mod client_log;
 mod config;
 mod counting;
 pub mod dlq_headers;
@@ -49,15 +50,23 @@ mod http;
 mod kafka;
 mod memory;
 mod metrics;
+pub mod partitioner;
 mod processor;
 mod runner;
 mod store;
 mod task;
 
-pub use config::{ConfigError, ProcessingGuarantee, StreamsConfig};
+pub use client_log::{
+    Classification, ClientLog, Kind as ClientLogKind, LoggingContext, RATE_LIMIT_WINDOW,
+    RateLimiter, Severity, classify_error, classify_log,
+};
+pub use config::{ConfigError, ProcessingGuarantee, RepartitionPolicy, StreamsConfig};
 pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
-pub use kafka::{KafkaStreams, ProcessorFactory, StreamsError};
+pub use kafka::{
+    ExistingTopic, KafkaStreams, ProcessorFactory, StreamsError, TopicRole, TopicSpec, TopicState,
+    create_topics, describe_topics,
+};
 pub use memory::{InMemoryBroker, InMemoryStreams, MemoryError, StoredRecord};
 pub use metrics::{Health, MetricsRegistry, StreamsMetrics};
 pub use processor::{

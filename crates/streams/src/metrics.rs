@@ -27,6 +27,9 @@ pub struct StreamsMetrics {
     pub restore_remaining: IntGaugeVec,
     pub state_store_bytes: IntGauge,
     pub assigned_partitions: IntGauge,
+    pub repartitioned_records: IntCounter,
+    pub enforced_processing: IntCounter,
+    pub buffered_records: IntGauge,
 }
 
 /// A Prometheus registry for one processor instance that remembers what it exports.
@@ -174,6 +177,28 @@ impl StreamsMetrics {
                 IntGauge::new(
                     "assigned_partitions",
                     "Input partitions assigned to this instance.",
+                )
+                .expect("valid metric"),
+            ),
+            repartitioned_records: registry.register(
+                IntCounter::new(
+                    "repartitioned_records_total",
+                    "Source records forwarded to the repartition topic, re-keyed by state key.",
+                )
+                .expect("valid metric"),
+            ),
+            enforced_processing: registry.register(
+                IntCounter::new(
+                    "enforced_processing_total",
+                    "Source records taken out of timestamp order after max_task_idle, because \
+                     another assigned partition lagged with nothing fetched.",
+                )
+                .expect("valid metric"),
+            ),
+            buffered_records: registry.register(
+                IntGauge::new(
+                    "buffered_records",
+                    "Source records fetched and waiting their turn in timestamp order.",
                 )
                 .expect("valid metric"),
             ),

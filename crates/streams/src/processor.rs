@@ -143,6 +143,26 @@ pub trait Processor: Send {
         ctx: &mut ProcessorContext<'_, Self::State>,
     ) -> Result<(), ProcessError>;
 
+    /// The key of the state `record` updates — Kafka Streams' `selectKey` before a stateful
+    /// step — written into `key` (cleared first). When the runtime repartitions
+    /// ([`crate::StreamsConfig::repartition`]), a source record whose own key differs, or
+    /// that sits in another partition than this key's, is re-keyed through the repartition
+    /// topic, so one task sees every record of a key. A rejection sends the record to the
+    /// dead-letter topic. Default: the record's own key (a record without one is rejected).
+    fn state_key(&mut self, record: &Record<'_>, key: &mut Vec<u8>) -> Result<(), Rejection> {
+        key.clear();
+        match record.key {
+            Some(own) => {
+                key.extend_from_slice(own);
+                Ok(())
+            }
+            None => Err(Rejection::new(
+                "missing_key",
+                "the record has no key to repartition by",
+            )),
+        }
+    }
+
     /// When to call [`Processor::punctuate`], if ever.
     fn punctuation(&self) -> Option<(PunctuationType, Duration)> {
         None

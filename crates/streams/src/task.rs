@@ -66,12 +66,7 @@ impl<P: Processor> StreamTask<P> {
         record: &Record<'_>,
         collector: &mut dyn Collector,
     ) -> Result<Outcome, StoreError> {
-        if !self.committed.iter().any(|(t, _)| t == record.topic) {
-            // First record of this input since assignment: it sits at the committed offset.
-            self.committed
-                .push((record.topic.to_owned(), record.offset));
-        }
-        set_position(&mut self.positions, record.topic, record.offset + 1);
+        self.advance(record);
         if let Some(ts) = record.timestamp {
             self.stream_time = Some(self.stream_time.map_or(ts, |t| t.max(ts)));
         }
@@ -92,6 +87,22 @@ impl<P: Processor> StreamTask<P> {
             self.punctuate_if_due(now, interval.as_millis() as i64, collector)?;
         }
         Ok(outcome)
+    }
+
+    /// Moves this task's position past `record` without processing it: it was forwarded (to
+    /// the repartition topic) or dead-lettered before reaching the processor.
+    pub fn advance(&mut self, record: &Record<'_>) {
+        if !self.committed.iter().any(|(t, _)| t == record.topic) {
+            // First record of this input since assignment: it sits at the committed offset.
+            self.committed
+                .push((record.topic.to_owned(), record.offset));
+        }
+        set_position(&mut self.positions, record.topic, record.offset + 1);
+    }
+
+    /// The key of the state `record` updates ([`Processor::state_key`]).
+    pub fn state_key(&mut self, record: &Record<'_>, key: &mut Vec<u8>) -> Result<(), Rejection> {
+        self.processor.state_key(record, key)
     }
 
     /// Fires a wall-clock punctuation if one is due (called between records and when idle).

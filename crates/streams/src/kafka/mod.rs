@@ -1,30 +1,36 @@
 //! The Kafka transport: an application instance that consumes its source topics in a consumer
 //! group, runs a task per assigned partition and commits exactly-once (or at-least-once).
 
+mod admin;
+mod commit;
 mod engine;
+mod outage;
+mod partition_group;
 mod produce;
+mod purge;
 mod restore;
+mod route;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
+pub use admin::{ExistingTopic, TopicRole, TopicSpec, TopicState, create_topics, describe_topics};
 pub use engine::ProcessorFactory;
-use engine::{Engine, StreamsContext};
+use engine::{Engine, EngineClients, StreamsContext};
 use produce::{DeliveryContext, StreamsProducer};
 use restore::RestoreContext;
 
+use crate::client_log::ClientLog;
 use crate::config::{ConfigError, ProcessingGuarantee, StreamsConfig};
 use crate::metrics::{Health, StreamsMetrics};
 use crate::processor::Processor;
@@ -53,6 +59,16 @@ pub enum StreamsError {
     /// Around the processing thread: endpoints, signals, shutdown.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// The broker stayed unreachable longer than `give_up_after`.
+    #[error(
+        "{what}: Kafka unreachable for {lasted_secs} s, longer than processing.give_up_after \
+         (last error: {last_error}); check the brokers and the network, then restart"
+    )]
+    Outage {
+        what: String,
+        lasted_secs: u64,
+        last_error: String,
+    },
 }
 
 impl StreamsError {
@@ -65,7 +81,7 @@ impl StreamsError {
 }
 
 /// How long to wait for the broker while starting up.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One instance of a streams application on Kafka.
 ///
@@ -128,8 +144,18 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             Some(id) => id.clone(),
             None => stable_instance_id(&state)?,
         };
-        let partitions = prepare_topics(&config)?;
-        info!(application = %config.application_id, instance = %instance_id, partitions, "starting");
+        self.health.set_ready(false);
+        let Some(layout) = admin::prepare_topics(&config, shutdown)? else {
+            info!("shutdown requested before the topics were ready");
+            return Ok(());
+        };
+        info!(
+            application = %config.application_id,
+            instance = %instance_id,
+            tasks = layout.tasks,
+            repartition = ?config.repartition,
+            "starting"
+        );
 
         let producer = create_producer(&config, &instance_id)?;
         if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
@@ -148,20 +174,31 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
-            .create_with_context(RestoreContext)
+            .create_with_context(RestoreContext {
+                log: ClientLog::new("restore consumer"),
+            })
             .map_err(|e| StreamsError::kafka("creating the restore consumer", e))?;
+        let purge = match config.repartition {
+            Some(_) => Some(purge::RepartitionPurge::new(&config)?),
+            None => None,
+        };
         let engine = Engine::new(
             config.clone(),
+            layout,
             self.factory,
             state,
-            producer,
-            restore_consumer,
+            EngineClients {
+                producer,
+                restore_consumer,
+                purge,
+            },
             Arc::clone(&self.metrics),
             Arc::clone(&self.health),
         );
         let context = StreamsContext {
             engine: Mutex::new(engine),
             metrics: Arc::clone(&self.metrics),
+            log: ClientLog::new("consumer"),
         };
         let consumer: BaseConsumer<StreamsContext<P>> = client_config(&config)
             .set("group.id", &config.application_id)
@@ -181,14 +218,20 @@ impl<P: Processor + 'static> KafkaStreams<P> {
                 (config.session_timeout.as_millis() / 3).to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            // A subscribed topic created later is noticed within seconds, not librdkafka's 5 min.
+            .set("topic.metadata.refresh.interval.ms", "2000")
             .create_with_context(context)
             .map_err(|e| StreamsError::kafka("creating the consumer", e))?;
-        let topics: Vec<&str> = config.source_topics.iter().map(String::as_str).collect();
+        let repartition_topic = config.repartition_topic();
+        let mut topics: Vec<&str> = config.source_topics.iter().map(String::as_str).collect();
+        if config.repartition.is_some() {
+            topics.push(&repartition_topic);
+        }
         consumer
             .subscribe(&topics)
             .map_err(|e| StreamsError::kafka("subscribing", e))?;
 
-        let result = process_until(&consumer, shutdown, &self.metrics, &self.health);
+        let result = process_until(&consumer, shutdown, &self.metrics, &self.health, &config);
         // Commit only after a clean stop. After a failure the batch may be half done (the
         // failing record's position already advanced): committing it could skip that record.
         // Instead the tasks are abandoned (so the revocation that leaving the group triggers has
@@ -201,6 +244,13 @@ impl<P: Processor + 'static> KafkaStreams<P> {
                 Ok(())
             }
         };
+        if matches!(result, Err(StreamsError::Outage { .. })) {
+            // The broker is gone: leaving the group (librdkafka's close on drop) would wait for
+            // it forever, and so would the producer's. The process is about to exit and the
+            // group notices the silence within session_timeout: let the clients go unclosed.
+            std::mem::forget(consumer);
+            return result;
+        }
         // Leave the group now, so a surviving instance takes over without waiting for a timeout.
         consumer.unsubscribe();
         drop(consumer);
@@ -214,28 +264,49 @@ fn process_until<P: Processor>(
     shutdown: &AtomicBool,
     metrics: &StreamsMetrics,
     health: &Health,
+    config: &StreamsConfig,
 ) -> Result<(), StreamsError> {
+    let mut last_probe = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         health.heartbeat();
         // Rebalance callbacks run inside poll and take the engine lock: do not hold it here.
-        let polled = consumer.poll(Duration::from_millis(50));
+        let polled = consumer.poll(Duration::from_millis(20));
         let mut engine = consumer.context().engine();
         if let Some(error) = engine.fatal.take() {
             return Err(error);
         }
         match polled {
             Some(Ok(message)) => {
-                let started = std::time::Instant::now();
-                engine.process(&message)?;
+                let started = Instant::now();
+                engine.on_message(consumer, &message)?;
                 metrics
                     .process_seconds
                     .observe(started.elapsed().as_secs_f64());
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-            Some(Err(error)) => warn!(%error, "consumer error (librdkafka retries)"),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            None => engine.drain(consumer, true)?,
+            Some(Err(error)) if is_unreachable(&error) => {
+                health.set_ready(false);
+                engine.outage.failed("consuming", &error)?;
+            }
+            Some(Err(error)) => debug!(%error, "consumer error (librdkafka retries)"),
         }
         if engine.commit_due() {
             engine.commit(consumer)?;
+        }
+        // An idle instance learns that the broker is back from a metadata round trip.
+        if engine.outage.is_on() && last_probe.elapsed() >= Duration::from_secs(1) {
+            last_probe = Instant::now();
+            match consumer.fetch_metadata(None, Duration::from_millis(500)) {
+                Ok(_) => {
+                    engine.outage.recovered();
+                    health.set_ready(true);
+                }
+                Err(error) => engine.outage.failed(
+                    &format!("reaching the brokers at {}", config.bootstrap_servers),
+                    &error,
+                )?,
+            }
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -247,9 +318,24 @@ fn process_until<P: Processor>(
     Ok(())
 }
 
+/// Consumer errors that mean the broker cannot be reached (librdkafka reconnects by itself).
+pub(crate) fn is_unreachable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
+}
+
 /// Settings every client of this application shares: brokers plus the user's pass-through
 /// librdkafka settings (security and the like).
-fn client_config(config: &StreamsConfig) -> ClientConfig {
+pub(crate) fn client_config(config: &StreamsConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.bootstrap_servers);
     for (key, value) in &config.kafka_settings {
@@ -267,6 +353,10 @@ fn create_producer(
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
+        .set("compression.type", &config.compression)
+        // Kafka's (Java, kafka-python) partitioner for keyed records: the same partition for a
+        // key whoever writes it, which the repartitioning relies on to skip the hop.
+        .set("partitioner", "murmur2_random")
         .set("message.timeout.ms", "30000")
         .set("queue.buffering.max.messages", "1000000");
     if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
@@ -311,139 +401,4 @@ fn stable_instance_id(state: &StateDir) -> Result<String, StreamsError> {
     let id = format!("{:016x}", hasher.finish());
     std::fs::write(&path, &id).map_err(io_error)?;
     Ok(id)
-}
-
-/// Checks the inputs exist and are co-partitioned; creates the changelog (compacted), the
-/// dead-letter topic and the outputs with the same partition count where missing.
-fn prepare_topics(config: &StreamsConfig) -> Result<i32, StreamsError> {
-    let probe: BaseConsumer = client_config(config)
-        .create()
-        .map_err(|e| StreamsError::kafka("creating a client", e))?;
-    let partitions_of = |topic: &str| -> Result<Option<i32>, StreamsError> {
-        let metadata = probe
-            .fetch_metadata(Some(topic), STARTUP_TIMEOUT)
-            .map_err(|e| {
-                StreamsError::kafka(
-                    &format!(
-                        "reading metadata of {topic} from {}",
-                        config.bootstrap_servers
-                    ),
-                    e,
-                )
-            })?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len() as i32)
-            .filter(|n| *n > 0))
-    };
-    let mut counts = Vec::new();
-    for topic in &config.source_topics {
-        match partitions_of(topic)? {
-            Some(n) => counts.push((topic.as_str(), n)),
-            None => {
-                return Err(StreamsError::Topology(format!(
-                    "source topic {topic:?} does not exist on {}: create it (the topology's partition count) or fix source_topics",
-                    config.bootstrap_servers
-                )));
-            }
-        }
-    }
-    let partitions = counts[0].1;
-    if let Some((topic, n)) = counts.iter().find(|(_, n)| *n != partitions) {
-        return Err(StreamsError::Topology(format!(
-            "source topics are not co-partitioned: {:?} has {partitions} partitions, {topic:?} has {n}; give them the same count",
-            counts[0].0
-        )));
-    }
-    let changelog = config.changelog_topic();
-    match partitions_of(&changelog)? {
-        Some(n) if n < partitions => {
-            return Err(StreamsError::Topology(format!(
-                "changelog {changelog:?} has {n} partitions but the inputs have {partitions}: \
-                 delete it (state is rebuilt from the inputs' committed offsets only) or restore the inputs' count"
-            )));
-        }
-        Some(_) => {}
-        None => create_topic(config, &changelog, partitions, true)?,
-    }
-    let mut others = vec![config.dead_letter_topic.clone()];
-    others.extend(config.output_topics.iter().cloned());
-    for topic in &others {
-        if partitions_of(topic)?.is_none() {
-            create_topic(config, topic, partitions, false)?;
-        }
-    }
-    // A topic exists in metadata before its partitions have leaders; reading the changelog's
-    // offsets in that gap fails with NotLeaderForPartition. Wait until every partition of
-    // every topic the tasks touch has one.
-    others.push(changelog);
-    for topic in &others {
-        await_leaders(&probe, topic, config)?;
-    }
-    Ok(partitions)
-}
-
-fn await_leaders(
-    probe: &BaseConsumer,
-    topic: &str,
-    config: &StreamsConfig,
-) -> Result<(), StreamsError> {
-    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        let metadata = probe
-            .fetch_metadata(Some(topic), STARTUP_TIMEOUT)
-            .map_err(|e| StreamsError::kafka(&format!("reading metadata of {topic}"), e))?;
-        let ready = metadata.topics().iter().any(|t| {
-            t.name() == topic
-                && t.error().is_none()
-                && !t.partitions().is_empty()
-                && t.partitions()
-                    .iter()
-                    .all(|p| p.error().is_none() && p.leader() >= 0)
-        });
-        if ready {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(StreamsError::Topology(format!(
-                "topic {topic:?} has partitions without a leader on {} after {STARTUP_TIMEOUT:?}: check the broker's log",
-                config.bootstrap_servers
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn create_topic(
-    config: &StreamsConfig,
-    topic: &str,
-    partitions: i32,
-    compacted: bool,
-) -> Result<(), StreamsError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config)
-        .create()
-        .map_err(|e| StreamsError::kafka("creating an admin client", e))?;
-    // -1: the broker's default.replication.factor.
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
-    if compacted {
-        new_topic = new_topic.set("cleanup.policy", "compact");
-    }
-    let options = AdminOptions::new().operation_timeout(Some(STARTUP_TIMEOUT));
-    let results = futures::executor::block_on(admin.create_topics([&new_topic], &options))
-        .map_err(|e| StreamsError::kafka(&format!("creating topic {topic}"), e))?;
-    for result in results {
-        match result {
-            Ok(_) => info!(topic, partitions, compacted, "topic created"),
-            // Another instance created it first: fine.
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(StreamsError::Topology(format!(
-                    "creating topic {name:?} failed: {code}"
-                )));
-            }
-        }
-    }
-    Ok(())
 }

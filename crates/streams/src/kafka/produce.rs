@@ -6,10 +6,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 
+use crate::client_log::ClientLog;
 use crate::processor::Collector;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -29,6 +31,7 @@ pub(crate) struct DeliveryLog {
 pub(crate) struct DeliveryContext {
     changelog: String,
     pub(crate) log: Mutex<DeliveryLog>,
+    client_log: ClientLog,
 }
 
 impl DeliveryContext {
@@ -36,11 +39,20 @@ impl DeliveryContext {
         Self {
             changelog,
             log: Mutex::new(DeliveryLog::default()),
+            client_log: ClientLog::new("producer"),
         }
     }
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.client_log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client_log.error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();

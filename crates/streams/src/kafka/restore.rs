@@ -10,60 +10,73 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{error, info};
+use tracing::info;
+
+use crate::client_log::ClientLog;
 
 use super::StreamsError;
 use crate::metrics::StreamsMetrics;
 use crate::store::TaskTree;
 
-/// Restoration fails if the changelog yields nothing for this long before its end.
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long reading a changelog partition's offsets may take, retries included.
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt at reading a changelog partition's offsets.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Records applied to sled per batch (and per progress update).
 const BATCH: usize = 10_000;
 
-/// The restore consumer reads to the end of each changelog partition on purpose; librdkafka
-/// reports that end as an error event too, which is not one here.
-pub(crate) struct RestoreContext;
+/// The restore consumer's librdkafka reports, at the level they deserve (a broker restart is
+/// no ERROR; see [`crate::ClientLog`]).
+pub(crate) struct RestoreContext {
+    pub(crate) log: ClientLog,
+}
 
 impl ClientContext for RestoreContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            error!(%error, reason, "restore consumer error");
-        }
+        self.log.error(&error, reason);
     }
 }
 
 impl ConsumerContext for RestoreContext {}
 
-/// Leadership moves (a fresh topic, a broker restart) answer with a retriable error for a
-/// moment; those are retried until `WATERMARK_TIMEOUT`, anything else fails at once.
+/// Leadership moves (a fresh topic, a broker restart) and an unreachable broker answer with a
+/// retriable error for a while; those are retried until `patience` runs out, anything else
+/// fails at once.
 fn fetch_watermarks(
     consumer: &BaseConsumer<RestoreContext>,
     changelog: &str,
     partition: i32,
+    patience: Duration,
 ) -> Result<(i64, i64), KafkaError> {
-    let deadline = Instant::now() + WATERMARK_TIMEOUT;
+    let deadline = Instant::now() + patience;
     loop {
         match consumer.fetch_watermarks(changelog, partition, WATERMARK_TIMEOUT) {
-            Err(KafkaError::MetadataFetch(code))
-                if matches!(
-                    code,
-                    RDKafkaErrorCode::NotLeaderForPartition
-                        | RDKafkaErrorCode::LeaderNotAvailable
-                        | RDKafkaErrorCode::UnknownTopicOrPartition
-                ) && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(100));
+            Err(error) if retriable(&error) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
             }
             result => return result,
         }
     }
+}
+
+/// Errors a restarting broker or a moving leader causes, which go away by themselves.
+fn retriable(error: &KafkaError) -> bool {
+    super::is_unreachable(error)
+        || matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::NotLeaderForPartition
+                    | RDKafkaErrorCode::LeaderNotAvailable
+                    | RDKafkaErrorCode::UnknownTopicOrPartition
+            )
+        )
 }
 
 pub(crate) fn restore_task(
@@ -72,13 +85,14 @@ pub(crate) fn restore_task(
     changelog: &str,
     partition: i32,
     metrics: &StreamsMetrics,
+    patience: Duration,
 ) -> Result<(), StreamsError> {
     let fail = |problem: String| StreamsError::Restore {
         changelog: changelog.to_owned(),
         partition,
         problem,
     };
-    let (low, high) = fetch_watermarks(consumer, changelog, partition)
+    let (low, high) = fetch_watermarks(consumer, changelog, partition, patience)
         .map_err(|e| fail(format!("cannot read its offsets: {e}")))?;
     let start = match tree.checkpoint()? {
         Some(checkpoint) if (low..=high).contains(&checkpoint) => checkpoint,
@@ -144,10 +158,13 @@ pub(crate) fn restore_task(
             }
             Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => {}
+            // The broker restarting under a restore: librdkafka reconnects and goes on.
+            Some(Err(error)) if retriable(&error) && last_progress.elapsed() <= patience => {}
             Some(Err(error)) => return Err(fail(error.to_string())),
-            None if last_progress.elapsed() > STALL_TIMEOUT => {
+            None if last_progress.elapsed() > patience => {
                 return Err(fail(format!(
-                    "no progress for {STALL_TIMEOUT:?} at offset {next} of {high}; is the broker up?"
+                    "no progress for {patience:?} (processing.give_up_after) at offset {next} of \
+                     {high}; is the broker up?"
                 )));
             }
             None => {}

@@ -1,0 +1,358 @@
+//! The record path of an instance: a polled record goes through the partition group (source
+//! topics, in timestamp order) or straight to its task (the repartition topic), then to the
+//! processor, the repartition topic or the dead-letter topic.
+//!
+//! With repartitioning on, a source record's state key decides (Kafka Streams' repartition
+//! before a stateful step): the record is processed where it is only when the policy is `Auto`,
+//! its own key is its state key and it sits in the partition Kafka's default partitioner gives
+//! that key among the task count; otherwise it is forwarded — key = state key, same value,
+//! timestamp and headers — to that partition of the repartition topic, in the transaction that
+//! commits its input offset. Task `p` then owns every key whose partition is `p`.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::bindings as rdsys;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use tracing::debug;
+
+use super::StreamsError;
+use super::engine::Engine;
+use super::partition_group::EndOffsets;
+use super::produce::{ProducerCollector, count, send_with_backpressure};
+use crate::config::RepartitionPolicy;
+use crate::dlq_headers;
+use crate::partitioner::partition_for;
+use crate::processor::{Processor, Record, Rejection, TaskId};
+use crate::task::Outcome;
+
+/// A record's original headers: borrowed from the consumer, or owned by a buffered record.
+pub(super) enum OriginalHeaders<'a> {
+    Borrowed(Option<&'a BorrowedHeaders>),
+    Owned(Option<OwnedHeaders>),
+}
+
+impl OriginalHeaders<'_> {
+    fn into_owned(self) -> Option<OwnedHeaders> {
+        match self {
+            Self::Borrowed(headers) => headers.map(BorrowedHeaders::detach),
+            Self::Owned(headers) => headers,
+        }
+    }
+}
+
+/// State keys with forwarded records not read back from the repartition topic yet. While a key
+/// has some, its in-place records take the hop too: behind them, in order. (A symbol written
+/// both keyed and unkeyed — ingest and the reference producer on one topic — would otherwise
+/// see its in-place ticks overtake the forwarded ones by a commit interval.)
+#[derive(Default)]
+pub(crate) struct InFlight {
+    pending: HashMap<Vec<u8>, u64>,
+    /// This batch's changes, undone if it aborts.
+    forwarded: HashMap<Vec<u8>, u64>,
+    returned: HashMap<Vec<u8>, u64>,
+}
+
+impl InFlight {
+    fn contains(&self, key: &[u8]) -> bool {
+        self.pending.contains_key(key)
+    }
+
+    fn forwarded(&mut self, key: &[u8]) {
+        *self.pending.entry(key.to_vec()).or_default() += 1;
+        *self.forwarded.entry(key.to_vec()).or_default() += 1;
+    }
+
+    fn returned(&mut self, key: &[u8]) {
+        if let Some(count) = self.pending.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                self.pending.remove(key);
+            }
+            *self.returned.entry(key.to_vec()).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn committed(&mut self) {
+        self.forwarded.clear();
+        self.returned.clear();
+    }
+
+    /// The batch is redone: what it forwarded is gone, what it read back will be read again.
+    pub(crate) fn aborted(&mut self) {
+        for (key, n) in self.forwarded.drain() {
+            if let Some(count) = self.pending.get_mut(&key) {
+                *count = count.saturating_sub(n);
+                if *count == 0 {
+                    self.pending.remove(&key);
+                }
+            }
+        }
+        for (key, n) in self.returned.drain() {
+            *self.pending.entry(key).or_default() += n;
+        }
+    }
+}
+
+/// The watermarks librdkafka cached from its last fetch response of a partition.
+struct FetchedEnds<'a, C: ConsumerContext>(&'a BaseConsumer<C>);
+
+impl<C: ConsumerContext> EndOffsets for FetchedEnds<'_, C> {
+    fn watermarks(&self, topic: &CStr, partition: i32) -> Option<(i64, i64)> {
+        let (mut low, mut high) = (-1_i64, -1_i64);
+        // SAFETY: the client pointer lives as long as the consumer borrowed here; `topic` is a
+        // NUL-terminated string; librdkafka only writes the two out-parameters.
+        let error = unsafe {
+            rdsys::rd_kafka_get_watermark_offsets(
+                self.0.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (error == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0 && high >= 0)
+            .then_some((low, high))
+    }
+}
+
+impl<P: Processor> Engine<P> {
+    /// Takes one polled record: the repartition topic's go to their task at once (their order
+    /// was settled when they were forwarded); source records wait their turn in the group,
+    /// unless nothing else could come first.
+    pub(crate) fn on_message<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), StreamsError> {
+        let headers = OriginalHeaders::Borrowed(message.headers());
+        let record = Record {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key(),
+            value: message.payload(),
+        };
+        if record.topic == self.repartition_topic {
+            if let Some(key) = record.key {
+                self.in_flight.returned(key);
+            }
+            return self.process_in_task(&record, headers);
+        }
+        if self
+            .group
+            .may_bypass(record.topic, record.partition, &FetchedEnds(consumer))
+        {
+            self.group
+                .bypassed(record.topic, record.partition, record.offset);
+            self.route(&record, headers)?;
+        } else {
+            self.group.push(message);
+        }
+        self.drain(consumer, false)
+    }
+
+    /// Processes buffered source records whose turn has come; `idle`: the consumer had no
+    /// record to hand over, so a lagging partition may be waited out.
+    pub(crate) fn drain<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        idle: bool,
+    ) -> Result<(), StreamsError> {
+        let now = Instant::now();
+        let mut enforced = false;
+        while let Some(mut buffered) =
+            self.group
+                .next(now, &FetchedEnds(consumer), idle, &mut enforced)
+        {
+            if enforced {
+                self.metrics.enforced_processing.inc();
+            }
+            let headers = OriginalHeaders::Owned(buffered.headers.take());
+            self.route(&buffered.record(), headers)?;
+        }
+        let (pause, resume) = self.group.flow_changes();
+        for (partitions, paused) in [(pause, true), (resume, false)] {
+            if partitions.is_empty() {
+                continue;
+            }
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in &partitions {
+                list.add_partition(topic, *partition);
+            }
+            let result = if paused {
+                consumer.pause(&list)
+            } else {
+                consumer.resume(&list)
+            };
+            if let Err(error) = result {
+                debug!(%error, paused, "pausing or resuming source partitions failed");
+            }
+        }
+        self.metrics
+            .buffered_records
+            .set(i64::try_from(self.group.buffered()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// A source record's turn: process it here, forward it, or dead-letter it.
+    fn route(
+        &mut self,
+        record: &Record<'_>,
+        headers: OriginalHeaders<'_>,
+    ) -> Result<(), StreamsError> {
+        let Some(policy) = self.config.repartition else {
+            return self.process_in_task(record, headers);
+        };
+        let mut key = std::mem::take(&mut self.key_buffer);
+        let keyed = self.task_for(record.partition)?.state_key(record, &mut key);
+        let result = match keyed {
+            Err(rejection) => {
+                self.task_for(record.partition)?.advance(record);
+                self.count_consumed(record.topic);
+                self.send_dead_letter(record, headers.into_owned(), &rejection);
+                Ok(())
+            }
+            Ok(()) => {
+                let tasks = self.topology.tasks;
+                let target = partition_for(&key, tasks);
+                let in_place = policy == RepartitionPolicy::Auto
+                    && record.key == Some(key.as_slice())
+                    && target == record.partition
+                    && self.topology.source_partitions.get(record.topic) == Some(&tasks)
+                    && !self.in_flight.contains(&key);
+                if in_place {
+                    self.process_in_task(record, headers)
+                } else {
+                    self.task_for(record.partition)?.advance(record);
+                    self.count_consumed(record.topic);
+                    self.forward(record, headers.into_owned(), &key, target);
+                    Ok(())
+                }
+            }
+        };
+        self.key_buffer = key;
+        result
+    }
+
+    fn task_for(
+        &mut self,
+        partition: i32,
+    ) -> Result<&mut crate::task::StreamTask<P>, StreamsError> {
+        let id = TaskId(partition);
+        if !self.tasks.contains_key(&id) {
+            // Assignment normally creates tasks; this covers a record racing the callback.
+            self.create_task(partition)?;
+        }
+        self.tasks.get_mut(&id).ok_or_else(|| {
+            StreamsError::Runtime(format!(
+                "no task for partition {partition} after creating it"
+            ))
+        })
+    }
+
+    /// Runs one record through its task's processor; a rejection goes to the dead-letter topic.
+    fn process_in_task(
+        &mut self,
+        record: &Record<'_>,
+        headers: OriginalHeaders<'_>,
+    ) -> Result<(), StreamsError> {
+        self.task_for(record.partition)?;
+        let Some(task) = self.tasks.get_mut(&TaskId(record.partition)) else {
+            return Ok(());
+        };
+        let mut collector = ProducerCollector {
+            producer: &self.producer,
+            failure: &mut self.send_failure,
+            produced: &mut self.produced,
+        };
+        let outcome = task.process(record, &mut collector)?;
+        if let Outcome::Rejected(rejection) = outcome {
+            self.send_dead_letter(record, headers.into_owned(), &rejection);
+        }
+        self.count_consumed(record.topic);
+        Ok(())
+    }
+
+    fn count_consumed(&mut self, topic: &str) {
+        count(&mut self.consumed, topic, 1);
+        self.uncommitted += 1;
+        if self.uncommitted.is_multiple_of(1024) {
+            self.producer.poll(Duration::ZERO); // serve delivery reports as we go
+        }
+    }
+
+    /// Writes `record` re-keyed to partition `target` of the repartition topic.
+    fn forward(
+        &mut self,
+        record: &Record<'_>,
+        headers: Option<OwnedHeaders>,
+        key: &[u8],
+        target: i32,
+    ) {
+        let mut forwarded = BaseRecord::<[u8], [u8]>::to(&self.repartition_topic)
+            .partition(target)
+            .key(key);
+        if let Some(value) = record.value {
+            forwarded = forwarded.payload(value);
+        }
+        if let Some(timestamp) = record.timestamp {
+            forwarded = forwarded.timestamp(timestamp);
+        }
+        if let Some(headers) = headers {
+            forwarded = forwarded.headers(headers);
+        }
+        match send_with_backpressure(&self.producer, forwarded) {
+            Ok(()) => {
+                count(&mut self.produced, &self.repartition_topic, 1);
+                self.metrics.repartitioned_records.inc();
+                self.in_flight.forwarded(key);
+            }
+            Err(error) => {
+                self.send_failure.get_or_insert(error);
+            }
+        }
+    }
+}
+
+impl<P: Processor> Engine<P> {
+    /// Sends a refused record to the dead-letter topic: its key, value and original headers,
+    /// then the reason headers (`crate::dlq_headers`).
+    pub(super) fn send_dead_letter(
+        &mut self,
+        record: &Record<'_>,
+        original: Option<OwnedHeaders>,
+        rejection: &Rejection,
+    ) {
+        let mut headers = original.unwrap_or_default();
+        for (key, value) in
+            dlq_headers::for_rejection(record, rejection, &self.config.application_id)
+        {
+            headers = headers.insert(Header {
+                key,
+                value: Some(&value),
+            });
+        }
+        let mut dead =
+            BaseRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic).headers(headers);
+        if let Some(key) = record.key {
+            dead = dead.key(key);
+        }
+        if let Some(value) = record.value {
+            dead = dead.payload(value);
+        }
+        if let Err(error) = send_with_backpressure(&self.producer, dead) {
+            self.send_failure.get_or_insert(error);
+        }
+        self.metrics
+            .dead_letter_records
+            .with_label_values(&[record.topic, rejection.code.as_ref()])
+            .inc();
+        count(&mut self.produced, &self.config.dead_letter_topic, 1);
+    }
+}
