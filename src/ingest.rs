@@ -8,14 +8,12 @@ use anyhow::Context;
 use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source, Stopped};
 use tickstream_streams::{Endpoints, Health, bind_http};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::common::{
     ProcessorArgs, init_logging, kafka_settings_from_env, runtime, shutdown_signal,
 };
 
-/// How long start-up waits for the broker to answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for unacknowledged ticks.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -41,7 +39,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             &kafka_settings_from_env(),
             &metrics,
         )?;
-        sink.check_connected(CONNECT_TIMEOUT).await?;
+        // No start-up check of the broker: ingest waits for it like for any outage, not
+        // ready meanwhile, for at most processing.give_up_after.
 
         let health = Arc::new(Health::default());
         let (stopped_tx, mut stopped_rx) = watch::channel(false);
@@ -60,6 +59,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             source = source.kind(),
             topics = ?topology.raw_topics(),
             format = ?topology.topics.raw_format,
+            compression = topology.topics.compression.raw.as_str(),
+            give_up_after = ?topology.processing.give_up_after,
             %bound,
             "ingest starting; serving /metrics, /healthz, /readyz"
         );
@@ -74,6 +75,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             FLUSH_TIMEOUT,
         )
         .await;
+        if let Err(e) = &outcome {
+            // One ERROR line naming the cause (e.g. "Kafka at … unreachable for 600 s"),
+            // in the log format the operator chose, before the process exits non-zero.
+            error!("ingest stopped: {e}");
+        }
         let _ = stopped_tx.send(true);
         let _ = server.await;
         match outcome.context("ingest stopped with an error")? {

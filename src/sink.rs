@@ -6,7 +6,7 @@ use anyhow::Context;
 use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics, redact_uri};
 use tickstream_streams::{Endpoints, Health, bind_http};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::common::{
     MongoArgs, ProcessorArgs, init_logging, kafka_settings_from_env, runtime, shutdown_signal,
@@ -75,6 +75,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let outcome = KafkaSink::new(config, &topology, writer, metrics, health)
             .run(shutdown)
             .await;
+        if let Err(e) = &outcome {
+            // One ERROR line naming the cause (e.g. "Kafka at … unreachable for 600 s"),
+            // in the log format the operator chose, before the process exits non-zero.
+            error!("sink stopped: {e}");
+        }
         let _ = stopped_tx.send(true);
         let _ = server.await;
         outcome.context("sink stopped with an error")

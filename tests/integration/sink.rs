@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use futures::future::join_all;
 use mongodb::Collection;
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tickstream_model::{RawTick, RecordFormat, Symbol, Topology};
-use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics, raw_price_id};
+use tickstream_sink::{KafkaSink, MongoWriter, RawPriceId, SinkConfig, SinkMetrics, raw_price_id};
 use tickstream_streams::Health;
 
 use crate::support::{
@@ -26,7 +25,7 @@ use crate::support::{
 };
 
 #[path = "sink_mongod.rs"]
-mod sink_mongod;
+pub mod sink_mongod;
 #[path = "sink_query.rs"]
 mod sink_query;
 
@@ -106,7 +105,7 @@ pub struct Produced {
 }
 
 impl Produced {
-    pub fn id(&self) -> ObjectId {
+    pub fn id(&self) -> RawPriceId {
         raw_price_id(&self.topic, self.partition, self.offset, self.ts)
     }
 }
@@ -217,7 +216,7 @@ async fn wait_for_count(
     }
 }
 
-async fn stored_ids(collection: &Collection<Document>) -> Vec<ObjectId> {
+async fn stored_ids(collection: &Collection<Document>) -> Vec<RawPriceId> {
     collection
         .find(doc! {})
         .projection(doc! { "_id": 1 })
@@ -227,7 +226,11 @@ async fn stored_ids(collection: &Collection<Document>) -> Vec<ObjectId> {
         .await
         .expect("read ids")
         .iter()
-        .map(|d| d.get_object_id("_id").expect("ObjectId _id"))
+        .map(|d| {
+            d.get("_id")
+                .and_then(RawPriceId::from_bson)
+                .unwrap_or_else(|| panic!("not a raw price _id: {d:?}"))
+        })
         .collect()
 }
 
@@ -235,8 +238,8 @@ async fn stored_ids(collection: &Collection<Document>) -> Vec<ObjectId> {
 /// of `_id`s is exactly the set the records' positions give.
 async fn assert_exactly_once(collection: &Collection<Document>, produced: &[Produced]) {
     let ids = stored_ids(collection).await;
-    let stored: HashSet<ObjectId> = ids.iter().copied().collect();
-    let expected: HashSet<ObjectId> = produced.iter().map(Produced::id).collect();
+    let stored: HashSet<RawPriceId> = ids.iter().cloned().collect();
+    let expected: HashSet<RawPriceId> = produced.iter().map(Produced::id).collect();
     assert_eq!(expected.len(), produced.len(), "expected ids are distinct");
     assert_eq!(ids.len(), produced.len(), "one document per record");
     let missing = expected.difference(&stored).count();
@@ -486,7 +489,7 @@ async fn seed_layout_stores_the_reference_documents() {
         let documents = topology.collection(&mongo, collection);
         wait_for_documents(&documents, expected_count).await;
         let document = documents
-            .find_one(doc! { "_id": produced[i].id() })
+            .find_one(doc! { "_id": produced[i].id().to_bson() })
             .await
             .expect("find")
             .unwrap_or_else(|| panic!("record {i} is not in {collection}"));
@@ -497,7 +500,7 @@ async fn seed_layout_stores_the_reference_documents() {
         assert_eq!(
             document,
             doc! {
-                "_id": produced[i].id(),
+                "_id": produced[i].id().to_bson(),
                 "symbol": symbol,
                 "price": Bson::Double(*price),
                 "ts": DateTime::from_millis(produced[i].ts),

@@ -2,24 +2,33 @@
 //! the tick in the topology's `raw_format`, with an idempotent producer and `acks=all`.
 //!
 //! Retries are librdkafka's: with idempotence it resends on its own, in order and without
-//! duplicates, until `message.timeout.ms` (the retry budget) runs out. A record that still
-//! fails is not dropped quietly: the delivery report is kept and the next
-//! [`KafkaTickSink::send_batch`] or [`KafkaTickSink::flush`] returns it as an error, which stops
-//! the process with that message.
+//! duplicates, until `message.timeout.ms` runs out. That budget is set beyond
+//! `processing.give_up_after`, so a broker outage never expires a buffered tick while ingest
+//! still waits for the broker: ingest is not ready meanwhile and gives up on its own, naming
+//! the broker (see `broker_watch`). A record that still fails is not dropped quietly: the
+//! delivery report is kept and the next [`KafkaTickSink::send_batch`] or
+//! [`KafkaTickSink::flush`] returns it as an error, which stops the process with that message.
+//!
+//! Records go to the partition Kafka's Java client (and kafka-python) would choose for their
+//! key (`partitioner = murmur2_random`), so enrich can tell that a tick already sits in its
+//! symbol's partition and needs no repartitioning.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use tickstream_model::{RawTick, RecordFormat, Topology};
+use tickstream_streams::ClientLog;
 
+use crate::broker_watch::BrokerWatch;
 use crate::metrics::IngestMetrics;
 
 /// Why the Kafka side stopped.
@@ -54,22 +63,57 @@ pub enum SinkError {
     Enqueue { topic: String, source: KafkaError },
     #[error("{in_flight} tick(s) were still unacknowledged after {timeout:?} of flushing")]
     FlushTimeout { in_flight: i32, timeout: Duration },
+    #[error(
+        "Kafka at {brokers} unreachable for {secs} s ({cause}); giving up after \
+         processing.give_up_after = {limit:?}: {in_flight} tick(s) not acknowledged are lost; \
+         start the broker or fix --brokers / TICKSTREAM_KAFKA_BROKERS"
+    )]
+    GaveUp {
+        brokers: String,
+        secs: u64,
+        limit: Duration,
+        cause: String,
+        in_flight: i32,
+    },
 }
 
 /// What the producer's background thread reports back.
-struct DeliveryState {
+pub(crate) struct DeliveryState {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<SinkError>>,
     /// Produced counters of the topology's symbols, by key bytes: no label lookup per record.
     produced: HashMap<Vec<u8>, IntCounter>,
     metrics: IngestMetrics,
+    /// Nanoseconds after `epoch` of the last acknowledged tick; 0 before the first.
+    last_delivery_ns: AtomicU64,
+    epoch: Instant,
+    pub(crate) log: ClientLog,
 }
 
-/// The producer's context: counts delivery reports.
+impl DeliveryState {
+    /// When Kafka last acknowledged a tick.
+    pub(crate) fn last_delivery(&self) -> Option<Instant> {
+        match self.last_delivery_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.epoch + Duration::from_nanos(ns)),
+        }
+    }
+}
+
+/// The producer's context: counts delivery reports, logs librdkafka's reports at honest
+/// levels (`tickstream_streams::ClientLog`).
 pub struct DeliveryCounter(Arc<DeliveryState>);
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.0.log.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.log.error(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -79,6 +123,10 @@ impl ProducerContext for DeliveryCounter {
         match result {
             Ok(message) => {
                 state.delivered.fetch_add(1, Ordering::Relaxed);
+                let ns = state.epoch.elapsed().as_nanos().max(1);
+                state
+                    .last_delivery_ns
+                    .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
                 let key = message.key().unwrap_or_default();
                 match state.produced.get(key) {
                     Some(counter) => counter.inc(),
@@ -115,11 +163,60 @@ pub struct KafkaTickSink {
     format: RecordFormat,
     brokers: String,
     buffer: Vec<u8>,
+    give_up_after: Duration,
 }
 
 impl KafkaTickSink {
-    /// librdkafka's retry budget per record: with idempotence, retries go on until this.
-    pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// How much longer than `processing.give_up_after` librdkafka keeps retrying a tick
+    /// (`message.timeout.ms`): ingest gives up first, naming the broker, instead of a tick
+    /// expiring while ingest still waits.
+    pub const DELIVERY_MARGIN: Duration = Duration::from_secs(60);
+    /// librdkafka's longest wait between reconnects (default 10 s): a broker that is back is
+    /// reconnected to, and the buffered ticks flow, within this.
+    pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+    /// librdkafka's retry budget per record (`message.timeout.ms`) for `give_up_after`.
+    pub fn message_timeout(give_up_after: Duration) -> Duration {
+        // librdkafka takes at most i32::MAX ms (~24 days).
+        (give_up_after + Self::DELIVERY_MARGIN).min(Duration::from_millis(i32::MAX as u64))
+    }
+
+    /// The producer's librdkafka settings: ours, then `extra_settings`, which win.
+    pub(crate) fn producer_config(
+        topology: &Topology,
+        brokers: &str,
+        extra_settings: &[(String, String)],
+    ) -> ClientConfig {
+        let give_up_after = topology.processing.give_up_after;
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                Self::message_timeout(give_up_after).as_millis().to_string(),
+            )
+            .set(
+                "reconnect.backoff.max.ms",
+                Self::RECONNECT_BACKOFF_MAX.as_millis().to_string(),
+            )
+            // Kafka's default partitioner for keyed records (murmur2 of the key), as the Java
+            // client and kafka-python place them; librdkafka's default is CRC32.
+            .set("partitioner", "murmur2_random")
+            // Throughput: ~80-byte records in batches of up to 1 MB, 5 ms to fill them.
+            .set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            .set("batch.num.messages", "100000")
+            .set("compression.type", topology.topics.compression.raw.as_str())
+            // What an outage buffers: a million ticks or 1 GiB; beyond, the source waits.
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576");
+        for (key, value) in extra_settings {
+            config.set(key, value);
+        }
+        config
+    }
 
     /// A producer for `topology`'s raw topics on `brokers`; `extra_settings` (security
     /// settings from the environment) are applied last.
@@ -129,26 +226,8 @@ impl KafkaTickSink {
         extra_settings: &[(String, String)],
         metrics: &IngestMetrics,
     ) -> Result<Self, SinkError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                Self::MESSAGE_TIMEOUT.as_millis().to_string(),
-            )
-            // Throughput: ~80-byte records in batches of up to 1 MB, 5 ms to fill them, lz4
-            // (cheap on CPU; JSON ticks compress ~3x).
-            .set("linger.ms", "5")
-            .set("batch.size", "1000000")
-            .set("batch.num.messages", "100000")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576");
-        for (key, value) in extra_settings {
-            config.set(key, value);
-        }
+        let give_up_after = topology.processing.give_up_after;
+        let config = Self::producer_config(topology, brokers, extra_settings);
         let produced = topology
             .symbols
             .iter()
@@ -165,6 +244,9 @@ impl KafkaTickSink {
             first_failure: Mutex::new(None),
             produced,
             metrics: metrics.clone(),
+            last_delivery_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            log: ClientLog::new("ingest producer"),
         });
         let producer = config
             .create_with_context(DeliveryCounter(Arc::clone(&state)))
@@ -176,6 +258,7 @@ impl KafkaTickSink {
             format: topology.topics.raw_format,
             brokers: brokers.to_owned(),
             buffer: Vec::with_capacity(128),
+            give_up_after,
         })
     }
 
@@ -245,6 +328,25 @@ impl KafkaTickSink {
         Ok(())
     }
 
+    /// How long an outage is ridden out (`processing.give_up_after`).
+    pub fn give_up_after(&self) -> Duration {
+        self.give_up_after
+    }
+
+    /// Watches the broker for the ingest loop: readiness and giving up (see `broker_watch`).
+    pub(crate) fn watch(&self) -> BrokerWatch {
+        BrokerWatch::new(
+            self.producer.clone(),
+            Arc::clone(&self.state),
+            self.brokers.clone(),
+            self.topology
+                .raw_topics()
+                .first()
+                .map(|topic| (*topic).to_owned()),
+            self.give_up_after,
+        )
+    }
+
     /// Ticks Kafka acknowledged so far.
     pub fn delivered(&self) -> u64 {
         self.state.delivered.load(Ordering::Relaxed)
@@ -270,5 +372,50 @@ impl KafkaTickSink {
             key: "?".to_owned(),
             error: "a delivery failed (reported before)".to_owned(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_settings_follow_the_topology() {
+        let topology = Topology::from_str(
+            r#"
+            symbols = ["BTCUSDT"]
+            [topics]
+            compression = { raw = "zstd", derived = "lz4" }
+            [processing]
+            give_up_after = "90s"
+            "#,
+        )
+        .expect("valid topology");
+        let config = KafkaTickSink::producer_config(&topology, "b:9092", &[]);
+        assert_eq!(
+            config.get("compression.type"),
+            Some("zstd"),
+            "the raw family's codec"
+        );
+        assert_eq!(config.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        let timeout: u64 = config
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .expect("a message timeout");
+        assert!(
+            timeout > 90_000,
+            "a buffered tick outlives the outage ingest rides out: {timeout} ms"
+        );
+        let default = KafkaTickSink::producer_config(&Topology::default(), "b:9092", &[]);
+        assert_eq!(default.get("compression.type"), Some("none"));
+        let extra = [("compression.type".to_owned(), "gzip".to_owned())];
+        let overridden = KafkaTickSink::producer_config(&topology, "b:9092", &extra);
+        assert_eq!(
+            overridden.get("compression.type"),
+            Some("gzip"),
+            "the environment wins"
+        );
     }
 }

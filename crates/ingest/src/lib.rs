@@ -7,8 +7,10 @@
 //!   [`politeness`] rules: 429/418 `Retry-After`, used-weight tracking, backoff with jitter,
 //!   a circuit breaker, timeouts), Binance WebSocket combined streams (reconnect with backoff,
 //!   gaps reported, never filled), a JSON Lines replay, and a seeded synthetic random walk;
-//! - **the Kafka side** ([`KafkaTickSink`]): idempotent producer, `acks=all`, key = symbol,
-//!   topic and record format from the topology.
+//! - **the Kafka side** ([`KafkaTickSink`]): idempotent producer, `acks=all`, key = symbol
+//!   in Kafka's default (murmur2) partition, topic, record format and compression from the
+//!   topology; a broker outage is ridden out (ticks buffered, not ready) for at most
+//!   `processing.give_up_after`.
 //!
 //! [`pipeline::run`] joins them for the `ingest` processor; `tickstream run` feeds the same
 //! sources into its in-process transport instead.
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod binance;
+mod broker_watch;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tickstream_streams::Health;
 use tracing::{info, warn};
 
+use crate::broker_watch::BrokerWatch;
 use crate::kafka::{KafkaTickSink, SinkError};
 use crate::metrics::{IngestMetrics, now_ms};
 use crate::source::{Source, SourceError};
@@ -33,12 +34,13 @@ pub enum Stopped {
     SourceExhausted,
 }
 
-/// While waiting on a slow source (an open circuit, a 418 ban), the loop still reports alive.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the loop reports alive and checks the broker (readiness, giving up).
+const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Moves ticks from `source` to `sink` until `shutdown` completes or the source ends, then
-/// flushes for at most `flush_timeout`. Marks `health` ready (the sink must be connected
-/// already: [`KafkaTickSink::check_connected`]) and alive on every turn.
+/// flushes for at most `flush_timeout`. Keeps `health` alive on every turn and ready while the
+/// broker takes the ticks; a broker unreachable for the topology's
+/// `processing.give_up_after` ends the run with [`SinkError::GaveUp`].
 pub async fn run(
     source: &mut Source,
     sink: &mut KafkaTickSink,
@@ -49,27 +51,55 @@ pub async fn run(
 ) -> Result<Stopped, IngestError> {
     let kind = source.kind();
     tokio::pin!(shutdown);
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    health.set_ready(true);
+    let mut watch = sink.watch();
+    let mut check = tokio::time::interval(CHECK_INTERVAL);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health.set_ready(false);
+    let turn = |watch: &mut BrokerWatch| -> Result<(), IngestError> {
+        health.heartbeat();
+        match watch.check() {
+            Ok(ready) => {
+                health.set_ready(ready);
+                Ok(())
+            }
+            Err(e) => {
+                health.set_ready(false);
+                Err(e.into())
+            }
+        }
+    };
     let stopped = 'ingest: loop {
-        // The same fetch survives heartbeats: only shutdown cancels it.
+        // The same fetch survives checks: only shutdown cancels it.
         let fetch = source.next_batch();
         tokio::pin!(fetch);
         let batch = loop {
-            health.heartbeat();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break 'ingest Stopped::Shutdown,
-                _ = heartbeat.tick() => {}
+                _ = check.tick() => turn(&mut watch)?,
                 batch = &mut fetch => break batch,
             }
         };
         match batch {
             Ok(Some(ticks)) => {
                 metrics.record_fetched(&ticks, now_ms());
-                if let Err(e) = sink.send_batch(&ticks).await {
-                    health.set_ready(false);
-                    return Err(e.into());
+                // Sending only waits when librdkafka's buffer is full (a long outage at a
+                // high rate): the checks go on meanwhile, so giving up still happens.
+                let send = sink.send_batch(&ticks);
+                tokio::pin!(send);
+                loop {
+                    tokio::select! {
+                        biased;
+                        sent = &mut send => match sent {
+                            Ok(()) => break,
+                            Err(e) => {
+                                health.set_ready(false);
+                                return Err(e.into());
+                            }
+                        },
+                        () = &mut shutdown => break 'ingest Stopped::Shutdown,
+                        _ = check.tick() => turn(&mut watch)?,
+                    }
                 }
             }
             Ok(None) => break Stopped::SourceExhausted,

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rdkafka::message::OwnedHeaders;
 use tickstream_streams::Record;
 use tracing::info;
 
@@ -14,13 +15,14 @@ use crate::document::{DocumentMapper, SinkDocument};
 /// A (topic, partition).
 pub(crate) type PartitionKey = (String, i32);
 
-/// A record kept for the dead-letter topic: the original bytes and why.
+/// A record kept for the dead-letter topic: the original bytes and headers, and why.
 pub(crate) struct DeadLetter {
     pub(crate) topic: String,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Option<OwnedHeaders>,
     pub(crate) code: String,
     pub(crate) message: String,
 }
@@ -32,6 +34,9 @@ pub(crate) struct Origin {
     pub(crate) offset: i64,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
+    /// The record's own headers, which a dead letter keeps. `None` costs nothing for the
+    /// (usual) records without any.
+    pub(crate) headers: Option<OwnedHeaders>,
 }
 
 #[derive(Default)]
@@ -48,7 +53,13 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn push(&mut self, mapper: &DocumentMapper, record: &Record<'_>) {
+    /// Adds `record` (with its Kafka `headers`, kept for the dead-letter topic).
+    pub(crate) fn push(
+        &mut self,
+        mapper: &DocumentMapper,
+        record: &Record<'_>,
+        headers: Option<OwnedHeaders>,
+    ) {
         self.started.get_or_insert_with(Instant::now);
         self.records += 1;
         let next = record.offset + 1;
@@ -75,6 +86,7 @@ impl Batch {
                     offset: record.offset,
                     key,
                     value,
+                    headers,
                 });
             }
             Err(error) => self.dead_letters.push(DeadLetter {
@@ -83,6 +95,7 @@ impl Batch {
                 offset: record.offset,
                 key,
                 value,
+                headers,
                 code: error.code.to_owned(),
                 message: error.message,
             }),
@@ -157,6 +170,7 @@ mod tests {
                 key: None,
                 value: Some(value),
             },
+            None,
         );
     }
 

@@ -59,11 +59,17 @@ fn reference_record_becomes_the_reference_document_plus_ts() {
     assert_eq!(
         mapped.document.to_document().expect("valid BSON"),
         doc! {
-            "_id": id,
+            "_id": {
+                "t": DateTime::from_millis(1_732_390_000_123),
+                "topic": "btc",
+                "p": 2,
+                "o": 41_i64,
+            },
             "symbol": "BTCUSDT",
             "price": 67234.0,
             "ts": DateTime::from_millis(1_732_390_000_123),
-        }
+        },
+        "the _id leads with the event time, so sorting by _id sorts by time"
     );
     assert!(
         matches!(
@@ -76,11 +82,13 @@ fn reference_record_becomes_the_reference_document_plus_ts() {
         ),
         "an integer JSON price is stored as a double"
     );
+    let stored = mapped.document.to_document().expect("valid BSON");
     assert_eq!(
-        id.timestamp().timestamp_millis() / 1000,
-        1_732_390_000,
-        "the ObjectId's time is the event second, so sorting by _id sorts by time"
+        RawPriceId::from_bson(stored.get("_id").expect("an _id")),
+        Some(id.clone()),
+        "the stored _id reads back as the record's position"
     );
+    assert_eq!(id.to_bson(), stored.get("_id").cloned().expect("an _id"));
 }
 
 #[test]
@@ -129,6 +137,16 @@ fn raw_ids_are_deterministic_and_distinct_per_position() {
     assert_ne!(a, raw_price_id("btc", 0, 8, 1_000_000));
     assert_ne!(a, raw_price_id("btc", 1, 7, 1_000_000));
     assert_ne!(a, raw_price_id("eth", 0, 7, 1_000_000));
+    assert_ne!(
+        a,
+        raw_price_id("btc", 0, 7 + (1 << 32), 1_000_000),
+        "the whole offset counts, not its low 32 bits"
+    );
+    assert_ne!(
+        raw_price_id("btc", 1, 7, 1_000_000),
+        raw_price_id("btc", 1 + (1 << 16), 7, 1_000_000),
+        "the whole partition counts"
+    );
     // Same content at another offset (two genuine, identical ticks) stays two documents.
     let mapper = DocumentMapper::new(&seed_topology());
     let value = br#"{"symbol": "BTCUSDT", "price": 1.5}"#;
@@ -145,6 +163,103 @@ fn raw_ids_are_deterministic_and_distinct_per_position() {
             .to_document()
             .expect("valid BSON")
             .get("_id")
+    );
+}
+
+/// The previous `_id` scheme's topic hash: 32-bit FNV-1a folded to 16 bits.
+fn old_fnv1a_16(bytes: &[u8]) -> u16 {
+    let hash = bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    });
+    ((hash >> 16) ^ (hash & 0xffff)) as u16
+}
+
+#[test]
+fn raw_topics_whose_names_collide_in_16_bits_keep_apart() {
+    let (a, b) = ("prices.raw.38", "prices.raw.51");
+    assert_eq!(
+        old_fnv1a_16(a.as_bytes()),
+        old_fnv1a_16(b.as_bytes()),
+        "the two names collide under the old 16-bit topic hash"
+    );
+    let topology = Topology::from_str(&format!(
+        r#"
+        symbols = ["BTCUSDT", "ETHUSDT"]
+        [topics]
+        raw = {{ BTCUSDT = "{a}", ETHUSDT = "{b}" }}
+        "#
+    ))
+    .expect("valid topology");
+    let mapper = DocumentMapper::new(&topology);
+    // Same second (same millisecond even), partition and offset: only the topic differs.
+    let one = mapper
+        .map(&record(
+            a,
+            5,
+            None,
+            br#"{"symbol":"BTCUSDT","price":1.5,"ts":1732390000123}"#,
+        ))
+        .expect("valid");
+    let two = mapper
+        .map(&record(
+            b,
+            5,
+            None,
+            br#"{"symbol":"ETHUSDT","price":2.5,"ts":1732390000123}"#,
+        ))
+        .expect("valid");
+    assert_eq!(one.collection, two.collection, "both feed `prices`");
+    let id = |d: &SinkDocument| {
+        d.document
+            .to_document()
+            .expect("valid BSON")
+            .get("_id")
+            .cloned()
+    };
+    assert_ne!(id(&one), id(&two), "two records, two documents");
+    assert_eq!(
+        RawPriceId::from_bson(&id(&two).expect("an _id")),
+        Some(raw_price_id(b, 2, 5, 1_732_390_000_123))
+    );
+}
+
+#[test]
+fn raw_ids_order_by_event_time_first() {
+    // Rust's order of RawPriceId is MongoDB's order of the stored ids (field by field, in
+    // order; tests/integration/sink_ids.rs checks it against a real mongod).
+    let mut ids = [
+        raw_price_id("zzz", 9, 99, 2_000),
+        raw_price_id("aaa", 0, 0, 3_000),
+        raw_price_id("aaa", 0, 5, 1_000),
+        raw_price_id("aaa", 0, 4, 1_000),
+        raw_price_id("bbb", 0, 0, 1_000),
+    ];
+    ids.sort();
+    let order: Vec<(i64, &str, i64)> = ids
+        .iter()
+        .map(|id| (id.event_time_ms, id.topic.as_str(), id.offset))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1_000, "aaa", 4),
+            (1_000, "aaa", 5),
+            (1_000, "bbb", 0),
+            (2_000, "zzz", 99),
+            (3_000, "aaa", 0)
+        ]
+    );
+}
+
+#[test]
+fn foreign_ids_are_not_raw_price_ids() {
+    assert_eq!(RawPriceId::from_bson(&Bson::String("x".into())), None);
+    assert_eq!(
+        RawPriceId::from_bson(&Bson::Document(
+            doc! { "topic": "t", "t": DateTime::from_millis(1), "p": 0, "o": 1_i64 }
+        )),
+        None,
+        "field order is part of the identity"
     );
 }
 

@@ -6,28 +6,35 @@
 //! Rebalances: every batch commits as soon as it is written, so what was written is committed
 //! before a partition can move. Records of a revoked partition that are buffered but not yet
 //! written are dropped from the batch, uncommitted: the partition's new owner re-reads them.
+//!
+//! Outages: a probe asks the brokers for the subscribed topics' metadata every second. While
+//! they do not answer, or a subscribed topic does not exist (yet), the sink is not ready;
+//! librdkafka reconnects by itself and consuming resumes where it stopped. A topic created
+//! after the sink started is picked up within seconds (`topic.metadata.refresh.interval.ms`).
+//! A broker (or MongoDB) outage longer than `processing.give_up_after` stops the sink with an
+//! error naming it ([`GaveUp`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tickstream_model::Topology;
-use tickstream_streams::{Health, Record, dlq_headers};
+use tickstream_streams::{ClientLog, Health, LoggingContext, Record, dlq_headers};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::availability::{
-    Retry, WriteTask, mongodb_down, mongodb_up, wait_or_stop, write_acknowledged,
+    Availability, GaveUp, Retry, WriteTask, wait_or_stop, write_acknowledged,
 };
 use crate::backoff::Backoff;
 use crate::batch::{Batch, DeadLetter, PartitionKey};
@@ -41,6 +48,22 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 const IDLE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long an idle ping may take before MongoDB counts as unavailable.
 const IDLE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the brokers are asked for the subscribed topics: how soon `/readyz` notices an
+/// outage (plus [`KAFKA_PROBE_TIMEOUT`]) or its end.
+const KAFKA_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a metadata request may take before the brokers count as unreachable.
+const KAFKA_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// librdkafka's metadata refresh (default 5 min): how soon a subscribed topic created after
+/// the sink started is seen, assigned and read.
+const TOPIC_METADATA_REFRESH: Duration = Duration::from_secs(2);
+/// librdkafka's longest wait between reconnects (default 10 s): a broker that is back is
+/// reconnected to within this.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most this often, offsets whose commit failed are committed again.
+const RECOMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Dead letters outlive an outage: librdkafka keeps retrying them this much longer than the
+/// sink waits before giving up, so one is never dropped while the sink still runs.
+const DELIVERY_MARGIN: Duration = Duration::from_secs(60);
 
 /// Reason code of documents MongoDB refused for their content.
 pub const MONGODB_REJECTED: &str = "mongodb_rejected";
@@ -53,6 +76,8 @@ pub struct SinkConfig {
     pub group_id: String,
     pub topics: Vec<String>,
     pub dead_letter_topic: String,
+    /// `compression.type` of the dead letters (the topology's `topics.compression.derived`).
+    pub dead_letter_compression: String,
     /// Write a batch once it holds this many records…
     pub batch_size: usize,
     /// …or this long after its first record arrived.
@@ -63,6 +88,9 @@ pub struct SinkConfig {
     /// On SIGTERM with MongoDB down, give up on the in-flight batch (uncommitted, so it is
     /// re-read on restart) after this long.
     pub shutdown_grace: Duration,
+    /// A Kafka or MongoDB outage longer than this stops the sink with an error
+    /// (`processing.give_up_after`).
+    pub give_up_after: Duration,
     /// Extra librdkafka settings (security), applied to the consumer and the DLQ producer.
     pub kafka_settings: Vec<(String, String)>,
 }
@@ -75,30 +103,57 @@ impl SinkConfig {
             group_id: format!("{}-sink", topology.application_id),
             topics: mapper.topics(),
             dead_letter_topic: topology.topics.dead_letter.clone(),
+            dead_letter_compression: topology.topics.compression.derived.as_str().to_owned(),
             batch_size: topology.mongodb.batch_size.max(1),
             batch_interval: topology.mongodb.batch_interval,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            give_up_after: topology.processing.give_up_after,
             kafka_settings: Vec::new(),
         }
     }
 }
 
-/// Tracks the assignment for the processing loop (rebalance callbacks run inside `recv`)
-/// and logs asynchronous commits that failed.
-#[derive(Default)]
+/// Tracks the assignment for the processing loop (rebalance callbacks run inside `recv`),
+/// notes asynchronous commits that failed, and logs librdkafka's reports at honest levels.
 struct SinkContext {
     assigned: Mutex<HashSet<PartitionKey>>,
     revision: AtomicU64,
+    /// A commit failed: the loop commits everything written again once Kafka answers.
+    commit_failed: AtomicBool,
+    log: ClientLog,
 }
 
-impl ClientContext for SinkContext {}
+impl SinkContext {
+    fn new() -> Self {
+        Self {
+            assigned: Mutex::new(HashSet::new()),
+            revision: AtomicU64::new(0),
+            commit_failed: AtomicBool::new(false),
+            log: ClientLog::new("sink consumer"),
+        }
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(error) = result {
-            warn!(%error, "offset commit failed; the next batch's commit covers it");
+            self.commit_failed.store(true, Ordering::Release);
+            self.log.error(
+                &error,
+                "offset commit failed; the offsets are committed again once Kafka answers",
+            );
         }
     }
 
@@ -115,12 +170,14 @@ impl ConsumerContext for SinkContext {
                     assigned.remove(&(e.topic().to_owned(), e.partition()));
                 }
             }
-            Rebalance::Error(error) => warn!(%error, "rebalance failed"),
+            Rebalance::Error(error) => self.log.error(error, "rebalance failed"),
         }
         info!(partitions = assigned.len(), "sink assignment changed");
         self.revision.fetch_add(1, Ordering::Release);
     }
 }
+
+type SinkConsumer = StreamConsumer<SinkContext>;
 
 /// The sink process: Kafka in, MongoDB out.
 pub struct KafkaSink {
@@ -130,6 +187,19 @@ pub struct KafkaSink {
     metrics: Arc<SinkMetrics>,
     health: Arc<Health>,
     last_lag_update: Mutex<Option<Instant>>,
+}
+
+/// Aborts the task when dropped: the Kafka probe ends with [`KafkaSink::run`], however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().min(i32::MAX as u128).to_string()
 }
 
 impl KafkaSink {
@@ -150,22 +220,10 @@ impl KafkaSink {
         }
     }
 
-    /// `defaults`, then the configured librdkafka settings, which win.
-    fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.config.brokers);
-        for (key, value) in defaults {
-            config.set(*key, *value);
-        }
-        for (key, value) in &self.config.kafka_settings {
-            config.set(key, value);
-        }
-        config
-    }
-
     /// Runs until `shutdown` completes; then writes and commits the in-flight batch and
-    /// returns. `Err` only when the batch could not be written within the shutdown grace
-    /// (nothing is committed then: it is re-read on restart) or Kafka cannot be set up.
+    /// returns. `Err` when the batch could not be written within the shutdown grace (nothing
+    /// is committed then: it is re-read on restart), when Kafka or MongoDB stayed unreachable
+    /// for `give_up_after` ([`SinkError::GaveUp`]), or when Kafka cannot be set up.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -175,26 +233,49 @@ impl KafkaSink {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-
-        let consumer: Arc<StreamConsumer<SinkContext>> = self
-            .client_config(&[
-                ("group.id", &self.config.group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("isolation.level", "read_committed"),
-                ("auto.offset.reset", "earliest"),
-                // A crashed sink's partitions move on (or come back to it) within 10 s.
-                ("session.timeout.ms", "10000"),
-                ("heartbeat.interval.ms", "3000"),
-            ])
-            .create_with_context(SinkContext::default())
+        let availability = Arc::new(Availability::new(
+            Arc::clone(&self.health),
+            Arc::clone(&self.metrics),
+            self.config.give_up_after,
+            self.writer.address(),
+            &self.config.brokers,
+        ));
+        let consumer: Arc<SinkConsumer> = consumer_config(&self.config)
+            .create_with_context(SinkContext::new())
             .map(Arc::new)?;
-        let producer: FutureProducer = self
-            .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
-            .create()?;
+        let producer: FutureProducer<LoggingContext> = dead_letter_config(&self.config)
+            .create_with_context(LoggingContext::new("sink dead-letter producer"))?;
         let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         info!(group = %self.config.group_id, ?topics, "sink subscribed");
+        let probe = AbortOnDrop(tokio::spawn(watch_kafka(
+            Arc::clone(&consumer),
+            self.config.topics.clone(),
+            Arc::clone(&availability),
+        )));
+        let outcome = self
+            .process(&consumer, &producer, &availability, stop_rx)
+            .await;
+        drop(probe);
+        if !availability.kafka_is_up() {
+            // Closing a consumer leaves its group, which takes a broker: with none answering,
+            // librdkafka's close (run on drop) would never return and the process never exit.
+            // The broker drops the member after its session timeout instead.
+            info!("Kafka unreachable: exiting without leaving the consumer group");
+            std::mem::forget(consumer);
+        }
+        outcome
+    }
+
+    /// The processing loop of [`KafkaSink::run`].
+    async fn process(
+        &self,
+        consumer: &Arc<SinkConsumer>,
+        producer: &FutureProducer<LoggingContext>,
+        availability: &Arc<Availability>,
+        stop_rx: watch::Receiver<bool>,
+    ) -> Result<(), SinkError> {
+        let mut gave_up_rx = availability.gave_up();
 
         let mut backoff = Backoff::new(
             self.config.backoff_initial,
@@ -206,34 +287,47 @@ impl KafkaSink {
             match self.writer.ensure_indexes().await {
                 Ok(()) => break,
                 Err(error) => {
-                    mongodb_down(&self.metrics, &self.health, &error);
-                    self.health.heartbeat();
+                    availability.mongodb_down(&error)?;
+                    availability.heartbeat();
                     if wait_or_stop(backoff.next_delay(), &stop_rx).await {
                         return Ok(());
                     }
+                    check_gave_up(&gave_up_rx)?;
                 }
             }
         }
         backoff.reset();
-        mongodb_up(&self.metrics, &self.health);
+        availability.mongodb_up();
 
         let mut batch = Batch::default();
         // At most one batch is being written while the next one fills: commits stay in
         // offset order, and consuming overlaps the write.
         let mut in_flight: Option<WriteTask> = None;
+        // The next offset of everything written, per partition: every commit covers it all,
+        // so a commit lost to an outage is made good by the next one.
+        let mut written: HashMap<PartitionKey, i64> = HashMap::new();
         let mut seen_revision = 0;
         let mut stop_rx_loop = stop_rx.clone();
         let mut messages = consumer.stream();
         let mut last_contact = Instant::now();
+        let mut last_recommit = Instant::now();
+        let mut done = Finish {
+            consumer,
+            producer,
+            availability,
+            stop_rx: &stop_rx,
+            written: &mut written,
+        };
         loop {
-            self.health.heartbeat();
+            availability.heartbeat();
+            check_gave_up(&gave_up_rx)?;
             let stopping = *stop_rx_loop.borrow();
             if !stopping {
                 let deadline = batch
                     .started
                     .map(|s| s + self.config.batch_interval)
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-                let written = tokio::select! {
+                let joined = tokio::select! {
                     joined = async {
                         match in_flight.as_mut() {
                             Some(task) => task.await,
@@ -241,6 +335,7 @@ impl KafkaSink {
                         }
                     } => Some(joined),
                     _ = stop_rx_loop.changed() => None,
+                    _ = gave_up_rx.changed() => None,
                     _ = tokio::time::sleep_until(deadline.into()) => None,
                     message = messages.next() => {
                         // What librdkafka already fetched joins the batch without another
@@ -250,7 +345,8 @@ impl KafkaSink {
                             match result {
                                 Ok(message) => push_message(&mut batch, &self.mapper, &message),
                                 Err(error) => {
-                                    warn!(%error, "consuming failed; retrying");
+                                    // A missing topic, a broker away: librdkafka retries.
+                                    consumer.context().log.error(&error, "consuming");
                                     break;
                                 }
                             }
@@ -262,17 +358,16 @@ impl KafkaSink {
                         None
                     }
                 };
-                if let Some(joined) = written {
+                if let Some(joined) = joined {
                     in_flight = None;
-                    self.finish(joined, &consumer, &producer, &mut backoff, &stop_rx)
-                        .await?;
+                    self.finish(joined, &mut done, &mut backoff).await?;
                     last_contact = Instant::now();
                 }
                 if batch.is_empty()
                     && in_flight.is_none()
                     && last_contact.elapsed() >= IDLE_PROBE_INTERVAL
                 {
-                    self.probe_idle().await;
+                    self.probe_idle(availability).await?;
                     last_contact = Instant::now();
                 }
             }
@@ -286,6 +381,20 @@ impl KafkaSink {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
                 batch.retain_assigned(&assigned);
+                done.written.retain(|key, _| assigned.contains(key));
+            }
+            // A commit lost to an outage is made good once Kafka answers, even if no record
+            // follows (at most once a second: a commit that keeps failing is not hammered).
+            if availability.kafka_is_up()
+                && !done.written.is_empty()
+                && last_recommit.elapsed() >= RECOMMIT_INTERVAL
+                && consumer
+                    .context()
+                    .commit_failed
+                    .swap(false, Ordering::AcqRel)
+            {
+                last_recommit = Instant::now();
+                self.commit(done.written, consumer, CommitMode::Async);
             }
             let stopping = *stop_rx_loop.borrow();
             let due = batch
@@ -293,8 +402,7 @@ impl KafkaSink {
                 .is_some_and(|s| s.elapsed() >= self.config.batch_interval);
             if !batch.is_empty() && (stopping || due || batch.records >= self.config.batch_size) {
                 if let Some(task) = in_flight.take() {
-                    self.finish(task.await, &consumer, &producer, &mut backoff, &stop_rx)
-                        .await?;
+                    self.finish(task.await, &mut done, &mut backoff).await?;
                 }
                 let full = std::mem::take(&mut batch);
                 in_flight = Some(tokio::spawn(write_acknowledged(
@@ -302,7 +410,7 @@ impl KafkaSink {
                     full,
                     Retry {
                         metrics: Arc::clone(&self.metrics),
-                        health: Arc::clone(&self.health),
+                        availability: Arc::clone(availability),
                         stop_rx: stop_rx.clone(),
                         shutdown_grace: self.config.shutdown_grace,
                         backoff: backoff.clone(),
@@ -313,8 +421,7 @@ impl KafkaSink {
             }
             if stopping {
                 if let Some(task) = in_flight.take() {
-                    self.finish(task.await, &consumer, &producer, &mut backoff, &stop_rx)
-                        .await?;
+                    self.finish(task.await, &mut done, &mut backoff).await?;
                 }
                 info!("sink stopped: in-flight batch written and committed");
                 return Ok(());
@@ -324,26 +431,23 @@ impl KafkaSink {
 
     /// With nothing to write, nothing else would notice MongoDB leaving (or coming back):
     /// ask it, so `/readyz` and `mongodb_up` tell the truth while idle too.
-    async fn probe_idle(&self) {
+    async fn probe_idle(&self, availability: &Availability) -> Result<(), SinkError> {
         match tokio::time::timeout(IDLE_PROBE_TIMEOUT, self.writer.ping()).await {
-            Ok(Ok(())) => mongodb_up(&self.metrics, &self.health),
-            Ok(Err(error)) => mongodb_down(&self.metrics, &self.health, &error),
-            Err(_) => mongodb_down(
-                &self.metrics,
-                &self.health,
-                &SinkError::Config(format!("no answer to a ping within {IDLE_PROBE_TIMEOUT:?}")),
-            ),
+            Ok(Ok(())) => availability.mongodb_up(),
+            Ok(Err(error)) => availability.mongodb_down(&error)?,
+            Err(_) => availability.mongodb_down(&SinkError::Config(format!(
+                "no answer to a ping within {IDLE_PROBE_TIMEOUT:?}"
+            )))?,
         }
+        Ok(())
     }
 
     /// After a batch's write was acknowledged: counts, dead-letters and commits it.
     async fn finish(
         &self,
         joined: Result<Result<(Batch, WriteReport), SinkError>, tokio::task::JoinError>,
-        consumer: &Arc<StreamConsumer<SinkContext>>,
-        producer: &FutureProducer,
+        done: &mut Finish<'_>,
         backoff: &mut Backoff,
-        stop_rx: &watch::Receiver<bool>,
     ) -> Result<(), SinkError> {
         let (batch, report) = joined
             .map_err(|e| SinkError::Config(format!("the MongoDB write task failed: {e}")))??;
@@ -358,17 +462,37 @@ impl KafkaSink {
                 offset: origin.offset,
                 key: origin.key.clone(),
                 value: origin.value.clone(),
+                headers: origin.headers.clone(),
                 code: MONGODB_REJECTED.to_owned(),
                 message: rejected.message.clone(),
             });
         }
-        self.dead_letter(&dead_letters, producer, backoff).await;
-        let mode = if *stop_rx.borrow() {
+        self.dead_letter(&dead_letters, done.producer, backoff, done.availability)
+            .await?;
+        {
+            // Only partitions still assigned: a revoked one has a new owner, whose commits a
+            // stale offset of ours must not overwrite (it re-reads what we wrote: duplicates).
+            let assigned = done
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (key, next) in batch.offsets {
+                if assigned.contains(&key) {
+                    let committed = done.written.entry(key).or_insert(next);
+                    *committed = (*committed).max(next);
+                }
+            }
+        }
+        // The last commit before exiting waits for the broker's answer, unless there is no
+        // broker to answer (a synchronous commit would then hang the exit).
+        let mode = if *done.stop_rx.borrow() && done.availability.kafka_is_up() {
             CommitMode::Sync
         } else {
             CommitMode::Async
         };
-        self.commit(&batch.offsets, consumer, mode);
+        self.commit(done.written, done.consumer, mode);
         Ok(())
     }
 
@@ -394,29 +518,18 @@ impl KafkaSink {
     }
 
     /// Sends every dead letter and waits for the broker's acknowledgement, retrying: a record
-    /// whose offset is committed must be either in MongoDB or on the dead-letter topic.
+    /// whose offset is committed must be either in MongoDB or on the dead-letter topic. While
+    /// Kafka is away this waits (alive, not ready) until it answers or the sink gives up.
     async fn dead_letter(
         &self,
         dead_letters: &[DeadLetter],
-        producer: &FutureProducer,
+        producer: &FutureProducer<LoggingContext>,
         backoff: &mut Backoff,
-    ) {
+        availability: &Availability,
+    ) -> Result<(), SinkError> {
+        let mut gave_up_rx = availability.gave_up();
         for letter in dead_letters {
-            let headers = dlq_headers::headers(
-                &letter.code,
-                &letter.message,
-                &letter.topic,
-                letter.partition,
-                letter.offset,
-                &self.config.group_id,
-            )
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                })
-            });
+            let headers = dead_letter_headers(letter, &self.config.group_id);
             loop {
                 let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic)
                     .headers(headers.clone());
@@ -426,7 +539,17 @@ impl KafkaSink {
                 if let Some(value) = &letter.value {
                     record = record.payload(value.as_slice());
                 }
-                match producer.send(record, Duration::from_secs(30)).await {
+                let send = producer.send(record, Duration::from_secs(30));
+                tokio::pin!(send);
+                let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut send => break outcome,
+                        _ = heartbeat.tick() => availability.heartbeat(),
+                        _ = gave_up_rx.changed() => check_gave_up(&gave_up_rx)?,
+                    }
+                };
+                match outcome {
                     Ok(_) => {
                         self.metrics
                             .dead_letter_records
@@ -450,16 +573,17 @@ impl KafkaSink {
             }
         }
         backoff.reset();
+        Ok(())
     }
 
-    /// Commits the batch's offsets: asynchronously while running (the write is already
-    /// acknowledged; a lost commit only means a re-read batch, i.e. duplicates), synchronously
-    /// for the last batch before exiting. A failure is logged, not fatal: the next commit
-    /// covers these offsets too.
+    /// Commits `offsets` (the next offset of everything written, per partition):
+    /// asynchronously while running (the writes are already acknowledged; a lost commit only
+    /// means a re-read batch, i.e. duplicates, and is repeated once Kafka answers),
+    /// synchronously for the last batch before exiting. A failure is logged, not fatal.
     fn commit(
         &self,
         offsets: &HashMap<PartitionKey, i64>,
-        consumer: &Arc<StreamConsumer<SinkContext>>,
+        consumer: &Arc<SinkConsumer>,
         mode: CommitMode,
     ) {
         let mut list = TopicPartitionList::new();
@@ -479,17 +603,22 @@ impl KafkaSink {
                 self.metrics.commits.inc();
                 self.update_lag(offsets, consumer);
             }
-            Err(error) => warn!(%error, "offset commit failed; the next batch's commit covers it"),
+            Err(error) => {
+                consumer
+                    .context()
+                    .commit_failed
+                    .store(true, Ordering::Release);
+                consumer.context().log.error(
+                    &error,
+                    "offset commit failed; the offsets are committed again once Kafka answers",
+                );
+            }
         }
     }
 
     /// Lag per partition: the high watermark (asked off the async threads, at most every
     /// few seconds) minus the next offset to write.
-    fn update_lag(
-        &self,
-        offsets: &HashMap<PartitionKey, i64>,
-        consumer: &Arc<StreamConsumer<SinkContext>>,
-    ) {
+    fn update_lag(&self, offsets: &HashMap<PartitionKey, i64>, consumer: &Arc<SinkConsumer>) {
         {
             let mut last = self
                 .last_lag_update
@@ -518,6 +647,155 @@ impl KafkaSink {
     }
 }
 
+/// `defaults`, then the configured librdkafka settings, which win.
+fn client_config(config: &SinkConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
+    for (key, value) in &config.kafka_settings {
+        client.set(key, value);
+    }
+    client
+}
+
+fn consumer_config(config: &SinkConfig) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("group.id", &config.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("isolation.level", "read_committed"),
+            ("auto.offset.reset", "earliest"),
+            // A crashed sink's partitions move on (or come back to it) within 10 s.
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "3000"),
+            (
+                "topic.metadata.refresh.interval.ms",
+                &millis(TOPIC_METADATA_REFRESH),
+            ),
+            ("reconnect.backoff.max.ms", &millis(RECONNECT_BACKOFF_MAX)),
+        ],
+    )
+}
+
+fn dead_letter_config(config: &SinkConfig) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", &config.dead_letter_compression),
+            (
+                "message.timeout.ms",
+                &millis(config.give_up_after + DELIVERY_MARGIN),
+            ),
+            ("reconnect.backoff.max.ms", &millis(RECONNECT_BACKOFF_MAX)),
+        ],
+    )
+}
+
+/// What finishing a batch touches besides the batch.
+struct Finish<'a> {
+    consumer: &'a Arc<SinkConsumer>,
+    producer: &'a FutureProducer<LoggingContext>,
+    availability: &'a Availability,
+    stop_rx: &'a watch::Receiver<bool>,
+    written: &'a mut HashMap<PartitionKey, i64>,
+}
+
+/// `Err` once Kafka or MongoDB stayed unreachable for `give_up_after`.
+fn check_gave_up(gave_up_rx: &watch::Receiver<Option<GaveUp>>) -> Result<(), SinkError> {
+    match gave_up_rx.borrow().as_ref() {
+        Some(gave_up) => Err(SinkError::GaveUp(gave_up.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The dead letter's headers: the original record's own, then the reason (see
+/// `tickstream_streams::dlq_headers`). A reader that finds a name twice (a record that was
+/// already a dead letter once) takes the last: the sink's reason.
+fn dead_letter_headers(letter: &DeadLetter, application: &str) -> OwnedHeaders {
+    let reasons = dlq_headers::headers(
+        &letter.code,
+        &letter.message,
+        &letter.topic,
+        letter.partition,
+        letter.offset,
+        application,
+    );
+    let headers = match &letter.headers {
+        Some(original) => original.clone(),
+        None => OwnedHeaders::new_with_capacity(reasons.len()),
+    };
+    reasons.iter().fold(headers, |headers, (key, value)| {
+        headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        })
+    })
+}
+
+/// Every second: do the brokers answer, and do the subscribed topics exist? Updates
+/// `availability` (hence `/readyz`) until aborted, or until Kafka has been unreachable for
+/// `give_up_after` (the processing loop then stops the sink).
+async fn watch_kafka(
+    consumer: Arc<SinkConsumer>,
+    topics: Vec<String>,
+    availability: Arc<Availability>,
+) {
+    loop {
+        let probe = {
+            let consumer = Arc::clone(&consumer);
+            let topics = topics.clone();
+            tokio::task::spawn_blocking(move || probe_topics(&consumer, &topics)).await
+        };
+        let outcome = match probe {
+            Ok(Ok(missing)) => {
+                availability.kafka_up(missing);
+                Ok(())
+            }
+            Ok(Err(cause)) => availability.kafka_down(&cause),
+            Err(error) => availability.kafka_down(&format!("the metadata probe failed: {error}")),
+        };
+        if outcome.is_err() {
+            return;
+        }
+        tokio::time::sleep(KAFKA_PROBE_INTERVAL).await;
+    }
+}
+
+/// The subscribed topics that do not exist, or why the brokers did not answer. One metadata
+/// request per topic: a full cluster listing can be large. Asked through the consumer, which
+/// never auto-creates a topic (`allow.auto.create.topics` is false for consumers).
+fn probe_topics(consumer: &SinkConsumer, topics: &[String]) -> Result<Vec<String>, String> {
+    let mut missing = Vec::new();
+    for topic in topics {
+        match consumer.fetch_metadata(Some(topic), KAFKA_PROBE_TIMEOUT) {
+            Ok(metadata) => {
+                let exists = metadata.topics().iter().any(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                });
+                if !exists {
+                    missing.push(topic.clone());
+                }
+            }
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+            )) => missing.push(topic.clone()),
+            Err(error) => {
+                return Err(match consumer.context().log.last_problem() {
+                    Some(problem) => format!("{error}; last report: {problem}"),
+                    None => error.to_string(),
+                });
+            }
+        }
+    }
+    Ok(missing)
+}
+
 fn push_message(batch: &mut Batch, mapper: &DocumentMapper, message: &BorrowedMessage<'_>) {
     batch.push(
         mapper,
@@ -529,6 +807,7 @@ fn push_message(batch: &mut Batch, mapper: &DocumentMapper, message: &BorrowedMe
             key: message.key(),
             value: message.payload(),
         },
+        message.headers().map(|headers| headers.detach()),
     );
 }
 
@@ -537,4 +816,111 @@ fn now_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    fn header_list(headers: &OwnedHeaders) -> Vec<(String, Option<String>)> {
+        headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    fn letter(headers: Option<OwnedHeaders>) -> DeadLetter {
+        DeadLetter {
+            topic: "prices.raw".to_owned(),
+            partition: 2,
+            offset: 41,
+            key: None,
+            value: Some(b"{}".to_vec()),
+            headers,
+            code: "missing_field".to_owned(),
+            message: "no price".to_owned(),
+        }
+    }
+
+    #[test]
+    fn client_settings_follow_the_topology() {
+        let topology = Topology::from_str(
+            r#"
+            symbols = ["BTCUSDT"]
+            [topics]
+            compression = { raw = "none", derived = "zstd" }
+            [processing]
+            give_up_after = "45s"
+            "#,
+        )
+        .expect("valid topology");
+        let config = SinkConfig::from_topology(&topology, "b:9092");
+        let producer = dead_letter_config(&config);
+        assert_eq!(
+            producer.get("compression.type"),
+            Some("zstd"),
+            "derived family"
+        );
+        let timeout: u64 = producer
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .expect("a message timeout");
+        assert!(timeout > 45_000, "{timeout} ms");
+        let consumer = consumer_config(&config);
+        let refresh: u64 = consumer
+            .get("topic.metadata.refresh.interval.ms")
+            .and_then(|v| v.parse().ok())
+            .expect("a refresh interval");
+        assert!(
+            refresh <= 5_000,
+            "a topic created later is read within seconds, not librdkafka's 5 min: {refresh} ms"
+        );
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+    }
+
+    #[test]
+    fn dead_letters_keep_the_original_headers_before_the_reason() {
+        let original = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-abc-01"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "empty",
+                value: None,
+            });
+        let headers = header_list(&dead_letter_headers(&letter(Some(original)), "app-sink"));
+        assert_eq!(
+            headers[..2],
+            [
+                ("traceparent".to_owned(), Some("00-abc-01".to_owned())),
+                ("empty".to_owned(), None),
+            ],
+            "the original headers first, as they were (a null value stays null)"
+        );
+        assert_eq!(
+            headers[2..],
+            [
+                (dlq_headers::ERROR_CODE, "missing_field"),
+                (dlq_headers::ERROR_MESSAGE, "no price"),
+                (dlq_headers::SOURCE_TOPIC, "prices.raw"),
+                (dlq_headers::SOURCE_PARTITION, "2"),
+                (dlq_headers::SOURCE_OFFSET, "41"),
+                (dlq_headers::APPLICATION, "app-sink"),
+            ]
+            .map(|(k, v)| (k.to_owned(), Some(v.to_owned())))
+        );
+        assert_eq!(
+            header_list(&dead_letter_headers(&letter(None), "app-sink")).len(),
+            6,
+            "a record without headers gets the reason only"
+        );
+    }
 }

@@ -9,8 +9,11 @@
 //! * [`MongoWriter`]: batches of [`SinkDocument`]s → unordered bulk inserts; duplicates (a
 //!   replay) are counted, documents MongoDB refuses for their content are reported, an
 //!   unreachable MongoDB is an error to retry. No Kafka: `tickstream run` uses it in-process.
-//! * [`KafkaSink`]: consume (read_committed) → batch by count and time → write → dead-letter →
-//!   commit offsets after MongoDB acknowledged; backs off (with jitter) while MongoDB is down.
+//! * [`KafkaSink`]: consume (read_committed) → batch by count and time → write → dead-letter
+//!   (original headers kept, the reason added) → commit offsets after MongoDB acknowledged.
+//!   Rides out MongoDB and broker outages (backing off, not ready) for at most
+//!   `processing.give_up_after`, then stops with [`GaveUp`]; picks up subscribed topics
+//!   created after it started within seconds.
 //! * [`Queries`]: latest prices, stats, jumps and analytics as typed results.
 
 mod availability;
@@ -22,7 +25,8 @@ mod metrics;
 pub mod query;
 mod writer;
 
-pub use document::{DocumentMapper, MappingError, SinkDocument, raw_price_id};
+pub use availability::GaveUp;
+pub use document::{DocumentMapper, MappingError, RawPriceId, SinkDocument, raw_price_id};
 pub use kafka::{KafkaSink, MONGODB_REJECTED, SinkConfig};
 pub use metrics::SinkMetrics;
 pub use query::{Queries, QueryError};

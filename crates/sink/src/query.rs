@@ -2,7 +2,8 @@
 //! analytics), as typed results: `tickstream query` renders them, tests compare them.
 //!
 //! Times are epoch milliseconds. "The last N" means the N newest raw prices of the symbol by
-//! event time (ties by `_id`, which follows the Kafka offset).
+//! event time (ties by `_id`: the same event time, then the record's topic, partition and
+//! offset, see `document`).
 
 use futures::TryStreamExt;
 use mongodb::Database;
@@ -95,7 +96,8 @@ pub struct Queries {
     topology: Topology,
 }
 
-/// Newest first: event time, then `_id` (the Kafka offset within a second).
+/// Newest first: event time, then `_id` (for raw prices: the event time again, then topic,
+/// partition and offset; derived events' `_id`s are unique per time anyway).
 fn newest_first() -> Document {
     doc! { "ts": -1, "_id": -1 }
 }

@@ -34,6 +34,9 @@ pub enum SinkError {
     },
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// Kafka or MongoDB stayed unreachable for `processing.give_up_after`.
+    #[error(transparent)]
+    GaveUp(#[from] crate::availability::GaveUp),
     #[error("{0}")]
     Config(String),
 }
@@ -70,6 +73,8 @@ impl WriteReport {
 pub struct MongoWriter {
     database: Database,
     indexes: Vec<(String, Document)>,
+    /// Where MongoDB is, for messages: the URI's hosts.
+    address: String,
 }
 
 /// A URI with any `user:password@` replaced, for logs.
@@ -104,11 +109,19 @@ impl MongoWriter {
         options
             .app_name
             .get_or_insert_with(|| "tickstream-sink".to_owned());
+        let address = options
+            .hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let client = Client::with_options(options).map_err(|source| SinkError::InvalidUri {
             uri: redact_uri(uri),
             source,
         })?;
-        Ok(Self::with_client(&client, topology))
+        let mut writer = Self::with_client(&client, topology);
+        writer.address = address;
+        Ok(writer)
     }
 
     /// A writer on an existing client (tests, `tickstream run`).
@@ -134,11 +147,17 @@ impl MongoWriter {
         Self {
             database: client.database(&topology.mongodb.database),
             indexes,
+            address: "the client's MongoDB".to_owned(),
         }
     }
 
     pub fn database(&self) -> &Database {
         &self.database
+    }
+
+    /// Where MongoDB is (the URI's hosts, no credentials), for messages.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// Creates the indexes the queries need; creating an existing index is a no-op.
