@@ -14,8 +14,8 @@ export TICKSTREAM_MONGODB_URI ?= mongodb://127.0.0.1:$(TICKSTREAM_MONGODB_PORT)/
 
 CARGO ?= cargo
 
-.PHONY: help run deps services-up services-down services-status test check fmt lint unit build bench \
-	check-deploy up down
+.PHONY: help run deps services-up services-down services-status test check fmt lint unit compat build \
+	bench check-deploy up down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ unit: ## the tests, without starting services (integration tests fail if none ru
 	@# 10 million ticks against a naive recomputation: worth a release build of one small crate.
 	$(CARGO) test -p tickstream-window --release -- --ignored
 
+# The reference system's own Python clients (plain kafka-python, pymongo) against the seed
+# layout, and docker-compose.yml's tickstream services run as host processes: tests/compat.
+# Needs the services (make services-up); PYTEST_ARGS="-k compose -x" selects and passes on.
+compat: ## the reference's Python clients and docker-compose.yml against the binary (services up)
+	$(CARGO) build --bin tickstream
+	@scripts/compat.sh $(PYTEST_ARGS)
+
 # The services are stopped whatever happened, and the first failure's status is kept.
 test: deps ## everything: deps, services, fmt, clippy, all tests (cold: see README)
 	@status=0; \
@@ -59,7 +66,7 @@ test: deps ## everything: deps, services, fmt, clippy, all tests (cold: see READ
 	$(MAKE) --no-print-directory services-down || true; \
 	exit $$status
 
-check: lint check-deploy unit
+check: lint check-deploy unit compat
 
 # Like test, the services are stopped afterwards whatever happened.
 bench: deps ## every benchmark (cargo bench), services included; record results in BENCHMARKS.md

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use tickstream_enrich::EnrichMetrics;
 use tickstream_ingest::IngestMetrics;
-use tickstream_model::Topology;
 use tickstream_sink::SinkMetrics;
 use tickstream_streams::{
     CountingProcessor, Endpoints, Health, KafkaStreams, StreamsConfig, StreamsMetrics, bind_http,
@@ -182,38 +181,6 @@ fn dashboard_covers_the_pipeline_through_the_provisioned_datasource() {
         ("restore progress", "tickstream_restore_remaining_records"),
     ] {
         assert!(used.contains(metric), "no panel shows {what} ({metric})");
-    }
-}
-
-/// `deploy/kafka/create-topics.sh` reads topologies with awk (it runs in the Kafka image);
-/// what it would create must be exactly what tickstream itself reads from each topology.
-#[test]
-fn topics_step_creates_the_topics_the_topology_names() {
-    for topology in ["topologies/default.toml", "topologies/seed.toml"] {
-        let output = Command::new("bash")
-            .arg(repo_path("deploy/kafka/create-topics.sh"))
-            .arg("--print")
-            .arg(repo_path(topology))
-            .output()
-            .expect("run bash");
-        assert!(
-            output.status.success(),
-            "create-topics.sh --print {topology} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let printed: BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        let parsed = Topology::from_path(repo_path(topology)).expect("a valid topology");
-        let mut expected: BTreeSet<String> = parsed
-            .raw_topics()
-            .into_iter()
-            .chain(parsed.derived_topics())
-            .map(str::to_owned)
-            .collect();
-        expected.insert(parsed.topics.dead_letter.clone());
-        assert_eq!(printed, expected, "topics of {topology}");
     }
 }
 
