@@ -14,7 +14,13 @@
 //!   every 100 ms — the runtime's settings, without state, windows or JSON;
 //! * **enrich**: `tickstream enrich` with the default topology's analytics (a 20-tick count
 //!   window, a 5-minute time window, 2 % jumps) — four or five derived records per tick, plus
-//!   the changelog. Its `/metrics` report consumed records at commit.
+//!   the changelog. Its `/metrics` report consumed records at commit. The raw records are keyed
+//!   by symbol (murmur2, as ingest writes them), so none takes the repartition hop;
+//! * **enrich, unkeyed**: the same ticks without keys over the same partitions (the reference
+//!   producer's way): every record is re-keyed through the repartition topic and read back.
+//!
+//! With `TICKSTREAM_BENCH_BASELINE=/path/to/tickstream` (a release binary of an earlier
+//! commit) the keyed run is repeated with that binary, same topic, same run: the "before".
 //!
 //! Both rates count from the first committed record to the commit covering the last one
 //! (start-up and group join excluded). Peak RSS is enrich's `VmHWM` at the end.
@@ -48,40 +54,74 @@ fn main() {
     );
     let dir = tempfile::tempdir().expect("a temp dir");
     println!(
-        "| symbols | ticks | pipe ticks/s | enrich ticks/s | enrich / pipe | enrich peak RSS |"
+        "| symbols | ticks | pipe ticks/s | enrich ticks/s | enrich / pipe | enrich peak RSS | enrich unkeyed ticks/s | unkeyed / pipe |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for symbols in [10, 10_000] {
         let name = format!("bench-e2e-{symbols}-{run_id}");
         let raw = format!("{name}.raw");
         support::create_topic(&brokers, &raw, PARTITIONS);
+        let unkeyed_raw = format!("{name}-unkeyed.raw");
+        support::create_topic(&brokers, &unkeyed_raw, PARTITIONS);
         let symbol_list = sample_symbols(symbols);
         let started = Instant::now();
-        support::preload(
+        let records: Vec<(String, Vec<u8>)> = random_walk(&symbol_list, ticks, 42)
+            .into_iter()
+            .map(|(symbol, price, ts)| {
+                let value = RawTick::new(symbol, price)
+                    .with_ts(ts)
+                    .with_source("synthetic")
+                    .encode(RecordFormat::Full);
+                (symbol.as_str().to_owned(), value)
+            })
+            .collect();
+        support::preload(&brokers, &raw, records.iter().map(|(k, v)| (k, v)));
+        support::preload_records(
             &brokers,
-            &raw,
-            random_walk(&symbol_list, ticks, 42)
-                .into_iter()
-                .map(|(symbol, price, ts)| {
-                    let value = RawTick::new(symbol, price)
-                        .with_ts(ts)
-                        .with_source("synthetic")
-                        .encode(RecordFormat::Full);
-                    (symbol.as_str().to_owned(), value)
-                }),
+            &unkeyed_raw,
+            records.iter().map(|(_, v)| (None::<&str>, v)),
         );
         eprintln!(
             "preloaded {ticks} ticks over {symbols} symbols into {raw} in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         let pipe = bare_pipe(&brokers, &raw, &format!("{name}.copy"), ticks);
-        let topology = write_topology(dir.path(), &name, &symbol_list);
-        let (enrich, rss_kib) = enrich(&brokers, &topology, &dir.path().join(&name), ticks);
-        println!(
-            "| {symbols} | {ticks} | {pipe:.0} | {enrich:.0} | {:.0} % | {:.0} MiB |",
-            100.0 * enrich / pipe,
-            rss_kib as f64 / 1024.0
+        let topology = write_topology(dir.path(), &name, &raw, &symbol_list);
+        let (keyed, rss_kib) = enrich(&brokers, &topology, &dir.path().join(&name), &raw, ticks);
+        let unkeyed_name = format!("{name}-unkeyed");
+        let topology = write_topology(dir.path(), &unkeyed_name, &unkeyed_raw, &symbol_list);
+        // Done when every record has come back from the repartition topic and been processed.
+        let repartition = format!("{unkeyed_name}-repartition");
+        let (unkeyed, _) = enrich(
+            &brokers,
+            &topology,
+            &dir.path().join(&unkeyed_name),
+            &repartition,
+            ticks,
         );
+        println!(
+            "| {symbols} | {ticks} | {pipe:.0} | {keyed:.0} | {:.0} % | {:.0} MiB | {unkeyed:.0} | {:.0} % |",
+            100.0 * keyed / pipe,
+            rss_kib as f64 / 1024.0,
+            100.0 * unkeyed / pipe,
+        );
+        if let Ok(baseline) = std::env::var("TICKSTREAM_BENCH_BASELINE") {
+            let before_name = format!("{name}-baseline");
+            let topology = write_topology(dir.path(), &before_name, &raw, &symbol_list);
+            let (before, _) = enrich_with(
+                Path::new(&baseline),
+                &brokers,
+                &topology,
+                &dir.path().join(&before_name),
+                &raw,
+                ticks,
+            );
+            println!(
+                "| {symbols} (baseline {baseline}) | {ticks} | {pipe:.0} | {before:.0} | {:.0} % | | keyed now / baseline | {:.1} % |",
+                100.0 * before / pipe,
+                100.0 * keyed / before,
+            );
+        }
     }
 }
 
@@ -174,6 +214,7 @@ fn rate(first_commit: Option<(Instant, usize)>, records: usize) -> f64 {
 fn write_topology(
     dir: &Path,
     name: &str,
+    raw: &str,
     symbols: &[tickstream_model::Symbol],
 ) -> std::path::PathBuf {
     let list: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
@@ -182,7 +223,7 @@ fn write_topology(
         r#"application_id = "{name}"
 symbols = [{list}]
 [topics]
-raw = "{name}.raw"
+raw = "{raw}"
 moving_average = "{name}.ma"
 volatility = "{name}.vol"
 jumps = "{name}.jumps"
@@ -201,13 +242,27 @@ threshold_pct = 2.0
     path
 }
 
-/// Runs `tickstream enrich` until it committed `records`; returns ticks/s and peak RSS (KiB).
-fn enrich(brokers: &str, topology: &Path, state: &Path, records: usize) -> (f64, u64) {
+/// Runs `tickstream enrich` until it committed `records` consumed from `topic`; returns
+/// ticks/s and peak RSS (KiB).
+fn enrich(brokers: &str, topology: &Path, state: &Path, topic: &str, records: usize) -> (f64, u64) {
+    let binary = Path::new(env!("CARGO_BIN_EXE_tickstream"));
+    enrich_with(binary, brokers, topology, state, topic, records)
+}
+
+/// [`enrich`] with the `tickstream` binary at `binary`.
+fn enrich_with(
+    binary: &Path,
+    brokers: &str,
+    topology: &Path,
+    state: &Path,
+    topic: &str,
+    records: usize,
+) -> (f64, u64) {
     let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let log = std::fs::File::create(state.with_extension("log")).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickstream"))
+    let mut child = Command::new(binary)
         .arg("enrich")
         .arg("--topology")
         .arg(topology)
@@ -229,7 +284,12 @@ fn enrich(brokers: &str, topology: &Path, state: &Path, records: usize) -> (f64,
             "enrich exited or took over {TIMEOUT:?}; see {}",
             state.with_extension("log").display()
         );
-        let consumed = scrape(metrics, "tickstream_records_consumed_total").unwrap_or(0.0) as usize;
+        let consumed = scrape(
+            metrics,
+            "tickstream_records_consumed_total",
+            &format!("topic=\"{topic}\""),
+        )
+        .unwrap_or(0.0) as usize;
         if consumed > 0 && first_commit.is_none() {
             first_commit = Some((Instant::now(), consumed));
         }
@@ -244,8 +304,8 @@ fn enrich(brokers: &str, topology: &Path, state: &Path, records: usize) -> (f64,
     (ticks_per_second, rss)
 }
 
-/// The first sample of `name` on the `/metrics` page at `address`.
-fn scrape(address: SocketAddr, name: &str) -> Option<f64> {
+/// The first sample of `name` whose labels contain `label` on the `/metrics` page at `address`.
+fn scrape(address: SocketAddr, name: &str, label: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream
@@ -254,7 +314,7 @@ fn scrape(address: SocketAddr, name: &str) -> Option<f64> {
     let mut page = String::new();
     stream.read_to_string(&mut page).ok()?;
     page.lines()
-        .find(|line| line.starts_with(name))
+        .find(|line| line.starts_with(name) && line.contains(label))
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 

@@ -57,23 +57,40 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Produces every `(key, value)` to `topic` and waits until all are acknowledged.
+/// Produces every `(key, value)` to `topic` and waits until all are acknowledged. Keys are
+/// partitioned as Kafka's default partitioner (and tickstream ingest) does: murmur2.
 pub fn preload<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     brokers: &str,
     topic: &str,
     records: impl IntoIterator<Item = (K, V)>,
 ) {
+    preload_records(
+        brokers,
+        topic,
+        records.into_iter().map(|(k, v)| (Some(k), v)),
+    );
+}
+
+/// Like [`preload`]; a record without a key goes to a random partition (the reference
+/// producer's way).
+pub fn preload_records<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (Option<K>, V)>,
+) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "20")
+        .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer config");
     for (key, value) in records {
-        let mut record = BaseRecord::to(topic)
-            .key(key.as_ref())
-            .payload(value.as_ref());
+        let mut record = BaseRecord::to(topic).payload(value.as_ref());
+        if let Some(key) = &key {
+            record = record.key(key.as_ref());
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,

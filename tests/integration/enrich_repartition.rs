@@ -115,6 +115,13 @@ fn unkeyed_ticks_over_three_partitions_replay_in_timestamp_order_through_sigkill
     let mut progress = Progress::new(moving_averages, deployment.partitions);
     let metrics = free_local_address();
     let mut app = deployment.start(&state, metrics, &dir.path().join("enrich-0.log"));
+    wait_for_metric(
+        &mut app,
+        metrics,
+        "tickstream_repartitioned_records_total",
+        "",
+        |n| n > 0.0,
+    );
     for (round, point) in kill_points(total(&want, moving_averages))
         .into_iter()
         .enumerate()
@@ -128,10 +135,6 @@ fn unkeyed_ticks_over_three_partitions_replay_in_timestamp_order_through_sigkill
         );
     }
     deployment.wait_for(&want, &mut app);
-    assert!(
-        metric(metrics, "tickstream_repartitioned_records_total", "").is_some_and(|n| n > 0.0),
-        "unkeyed records take the repartition hop"
-    );
     assert!(app.terminate().success(), "SIGTERM exits 0");
     assert_matches_naive(&deployment.topology, &deployment.outputs(), &want);
 }

@@ -30,13 +30,13 @@ pub struct EnrichProcessor {
     /// The last record [`Processor::state_key`] decoded, so `process` of the same record
     /// does not decode it again.
     decoded: Option<Decoded>,
+    /// The topic of `decoded`'s record (a buffer reused across records: no allocation).
+    decoded_topic: String,
 }
 
-/// A decoded tick and where it came from.
+/// A decoded tick and where it came from (with `decoded_topic`: a forwarded record comes back
+/// from the repartition topic at another topic's partition and offset).
 struct Decoded {
-    /// The topic's name is compared too: a forwarded record comes back from the repartition
-    /// topic at another topic's (partition, offset).
-    topic: String,
     partition: i32,
     offset: i64,
     symbol: Symbol,
@@ -67,6 +67,7 @@ impl EnrichProcessor {
             buffer: Vec::with_capacity(256),
             gauges: HashMap::new(),
             decoded: None,
+            decoded_topic: String::new(),
             enrich,
         }
     }
@@ -94,7 +95,10 @@ impl EnrichProcessor {
             .map_err(reject)?;
         if let Some(key) = record
             .key
+            .filter(|k| *k != tick.symbol.as_str().as_bytes())
             .and_then(|k| std::str::from_utf8(k).ok())
+            // A number ("12345", a message id) is no symbol, even if it would parse as one.
+            .filter(|k| k.bytes().any(|b| b.is_ascii_uppercase()))
             .and_then(|k| Symbol::new(k).ok())
             && key != tick.symbol
         {
@@ -109,7 +113,6 @@ impl EnrichProcessor {
         }
         let ts = tick.event_time(record.timestamp).map_err(reject)?;
         Ok(Decoded {
-            topic: record.topic.to_owned(),
             partition: record.partition,
             offset: record.offset,
             symbol: tick.symbol,
@@ -151,6 +154,8 @@ impl Processor for EnrichProcessor {
         key.clear();
         key.extend_from_slice(decoded.symbol.as_str().as_bytes());
         self.decoded = Some(decoded);
+        self.decoded_topic.clear();
+        self.decoded_topic.push_str(record.topic);
         Ok(())
     }
 
@@ -165,7 +170,7 @@ impl Processor for EnrichProcessor {
             Some(d)
                 if d.partition == record.partition
                     && d.offset == record.offset
-                    && d.topic == record.topic =>
+                    && self.decoded_topic == record.topic =>
             {
                 d
             }

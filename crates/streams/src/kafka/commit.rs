@@ -115,10 +115,7 @@ impl<P: Processor> Engine<P> {
                 // Most often the broker is unreachable: not ready, and retried until it is
                 // back or the outage outlasts give_up_after.
                 self.health.set_ready(false);
-                self.outage.failed(
-                    "committing (aborting and reprocessing from the last committed positions)",
-                    &error,
-                )?;
+                self.outage.commit_failed(&error)?;
                 self.abort_and_rewind(consumer)?;
             }
             Err(CommitFailure::Fatal(error)) => {
@@ -238,10 +235,29 @@ impl<P: Processor> Engine<P> {
                 .map_err(|e| StreamsError::kafka("rewinding after an abort", e))?;
         }
         if rewind.count() > 0 {
-            // A partition revoked meanwhile cannot be sought; its new owner starts from the
-            // committed offset anyway.
-            if let Err(error) = consumer.seek_partitions(rewind, OPERATION_TIMEOUT) {
-                warn!(%error, "rewinding the consumer after an abort failed for some partitions");
+            // A partition revoked meanwhile cannot be sought (its new owner starts from the
+            // committed offset anyway). One still assigned that cannot be rewound would go on
+            // from its fetch position past records the task rolled back: stop instead, and the
+            // next start reads from the committed offsets.
+            let assigned = consumer.assignment().unwrap_or_default();
+            let sought = consumer
+                .seek_partitions(rewind, OPERATION_TIMEOUT)
+                .map_err(|e| StreamsError::kafka("rewinding the consumer after an abort", e))?;
+            for element in sought.elements() {
+                if let Err(error) = element.error()
+                    && assigned
+                        .find_partition(element.topic(), element.partition())
+                        .is_some()
+                {
+                    return Err(StreamsError::kafka(
+                        &format!(
+                            "rewinding {} partition {} after an abort",
+                            element.topic(),
+                            element.partition()
+                        ),
+                        error,
+                    ));
+                }
             }
         }
         if self.exactly_once() {
@@ -264,6 +280,8 @@ impl<P: Processor> Engine<P> {
                     }
                     self.outage
                         .failed("aborting a failed transaction", &error)?;
+                    // Still alive (the loop waits here, not stuck): /healthz stays true.
+                    self.health.heartbeat();
                     std::thread::sleep(self.outage.backoff());
                 }
             }

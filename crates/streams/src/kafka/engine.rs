@@ -26,7 +26,7 @@ use super::partition_group::PartitionGroup;
 use super::produce::{ProducerCollector, StreamsProducer, lock};
 use super::purge::RepartitionPurge;
 use super::restore::{RestoreContext, restore_task};
-use super::route::InFlight;
+use super::route::{CatchUp, InFlight};
 use crate::client_log::ClientLog;
 use crate::config::StreamsConfig;
 use crate::metrics::{Health, StreamsMetrics};
@@ -41,6 +41,8 @@ pub(crate) struct Engine<P: Processor> {
     pub(crate) config: StreamsConfig,
     pub(super) changelog: String,
     pub(super) repartition_topic: String,
+    /// The same, as librdkafka takes it.
+    pub(super) repartition_c_topic: std::ffi::CString,
     /// Partition counts of the source topics, and the task count: tasks `0..tasks` own state.
     pub(super) topology: TopicLayout,
     pub(super) factory: ProcessorFactory<P>,
@@ -56,6 +58,11 @@ pub(crate) struct Engine<P: Processor> {
     pub(super) purge: Option<RepartitionPurge>,
     /// State keys with records on their way through the repartition topic.
     pub(super) in_flight: InFlight,
+    /// The repartition partitions this instance reads, and those it has not read to their end
+    /// since assignment (until then nothing is processed in place: what an earlier owner
+    /// forwarded must come first).
+    pub(super) repartition_owned: Vec<i32>,
+    pub(super) catch_up: CatchUp,
     pub(super) metrics: Arc<StreamsMetrics>,
     pub(super) health: Arc<Health>,
     /// Records processed since the last commit.
@@ -102,10 +109,15 @@ impl<P: Processor> Engine<P> {
         Self {
             changelog: config.changelog_topic(),
             repartition_topic: config.repartition_topic(),
+            // Validated topic names hold no NUL byte.
+            repartition_c_topic: std::ffi::CString::new(config.repartition_topic())
+                .unwrap_or_default(),
             topology,
             group: PartitionGroup::new(config.max_task_idle),
             key_buffer: Vec::with_capacity(32),
             in_flight: InFlight::default(),
+            repartition_owned: Vec::new(),
+            catch_up: CatchUp::default(),
             purge,
             outage: Outage::new(config.give_up_after),
             config,
@@ -149,6 +161,7 @@ impl<P: Processor> Engine<P> {
             &self.changelog,
             partition,
             &self.metrics,
+            &self.health,
             self.config.give_up_after,
         )?;
         let task = StreamTask::new(id, (self.factory)(id), KeyValueStore::persistent(tree));
@@ -179,6 +192,8 @@ impl<P: Processor> Engine<P> {
             self.fatal.get_or_insert(error);
         }
         self.in_flight = InFlight::default();
+        self.repartition_owned.clear();
+        self.catch_up = CatchUp::default();
         for element in revoked.elements() {
             self.group.remove(element.topic(), element.partition());
             let id = TaskId(element.partition());
@@ -208,15 +223,23 @@ impl<P: Processor> Engine<P> {
             .committed_offsets(assigned.clone(), OPERATION_TIMEOUT)
             .unwrap_or_else(|_| TopicPartitionList::new());
         for element in assigned.elements() {
-            if element.topic() == self.repartition_topic {
-                continue;
-            }
             let start = committed
                 .find_partition(element.topic(), element.partition())
                 .and_then(|e| match e.offset() {
                     Offset::Offset(offset) => Some(offset),
                     _ => None,
                 });
+            if element.topic() == self.repartition_topic {
+                self.repartition_owned.push(element.partition());
+                // Already read to its end (within a transaction marker)? Then nothing waits.
+                let caught_up = consumer
+                    .fetch_watermarks(element.topic(), element.partition(), OPERATION_TIMEOUT)
+                    .is_ok_and(|(low, high)| start.unwrap_or(low) >= high - 1);
+                if !caught_up {
+                    self.catch_up.add(element.partition(), start);
+                }
+                continue;
+            }
             self.group.add(element.topic(), element.partition(), start);
         }
         // A partition paused here before (too much buffered) may come back paused: the group
@@ -253,6 +276,12 @@ impl<P: Processor> Engine<P> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), StreamsError> {
+        if self.outage.is_on() {
+            // A commit now would wait out the outage; the batch is redone from the last
+            // commit by whichever instance owns the partitions next.
+            self.abandon();
+            return self.state.flush().map_err(Into::into);
+        }
         self.commit(consumer)?;
         self.tasks.clear();
         self.health.set_ready(false);

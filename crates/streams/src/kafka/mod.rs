@@ -218,6 +218,14 @@ impl<P: Processor + 'static> KafkaStreams<P> {
                 (config.session_timeout.as_millis() / 3).to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            // The loop may wait out an outage (commit retries, a restore) for up to
+            // give_up_after without polling: it must not be taken for a stuck member meanwhile.
+            .set(
+                "max.poll.interval.ms",
+                (config.give_up_after.as_millis() + 60_000)
+                    .min(86_400_000)
+                    .to_string(),
+            )
             // A subscribed topic created later is noticed within seconds, not librdkafka's 5 min.
             .set("topic.metadata.refresh.interval.ms", "2000")
             .create_with_context(context)
@@ -244,12 +252,15 @@ impl<P: Processor + 'static> KafkaStreams<P> {
                 Ok(())
             }
         };
-        if matches!(result, Err(StreamsError::Outage { .. })) {
+        let broker_gone = matches!(result, Err(StreamsError::Outage { .. }))
+            || matches!(closed, Err(StreamsError::Outage { .. }))
+            || consumer.context().engine().outage.is_on();
+        if broker_gone {
             // The broker is gone: leaving the group (librdkafka's close on drop) would wait for
             // it forever, and so would the producer's. The process is about to exit and the
             // group notices the silence within session_timeout: let the clients go unclosed.
             std::mem::forget(consumer);
-            return result;
+            return result.and(closed);
         }
         // Leave the group now, so a surviving instance takes over without waiting for a timeout.
         consumer.unsubscribe();
@@ -299,8 +310,9 @@ fn process_until<P: Processor>(
             last_probe = Instant::now();
             match consumer.fetch_metadata(None, Duration::from_millis(500)) {
                 Ok(_) => {
-                    engine.outage.recovered();
-                    health.set_ready(true);
+                    if engine.outage.probe_answered() {
+                        health.set_ready(true);
+                    }
                 }
                 Err(error) => engine.outage.failed(
                     &format!("reaching the brokers at {}", config.bootstrap_servers),

@@ -17,6 +17,9 @@ pub(crate) struct Outage {
     since: Option<Instant>,
     /// Retries so far in this outage: the backoff grows with them.
     attempts: u32,
+    /// A commit failed: only a commit ends the outage. A broker that answers metadata while
+    /// every commit fails (a record it refuses for good) must still run into the bound.
+    commits_failing: bool,
 }
 
 impl Outage {
@@ -25,7 +28,22 @@ impl Outage {
             give_up_after,
             since: None,
             attempts: 0,
+            commits_failing: false,
         }
+    }
+
+    /// A commit failed (see [`Self::failed`]).
+    pub(crate) fn commit_failed(&mut self, error: &dyn Display) -> Result<(), StreamsError> {
+        self.commits_failing = true;
+        self.failed(
+            "committing (aborting and reprocessing from the last committed positions)",
+            error,
+        )
+    }
+
+    /// The broker answered a probe: the outage is over unless commits are what fails.
+    pub(crate) fn probe_answered(&mut self) -> bool {
+        !self.commits_failing && self.recovered()
     }
 
     pub(crate) fn is_on(&self) -> bool {
@@ -61,6 +79,7 @@ impl Outage {
 
     /// Something worked: the outage, if any, is over. Returns whether one was.
     pub(crate) fn recovered(&mut self) -> bool {
+        self.commits_failing = false;
         match self.since.take() {
             Some(since) => {
                 info!(

@@ -13,7 +13,9 @@
 //! fetched batch of another. To let them through, a partition with [`PAUSE_AT`] records
 //! buffered is paused (no more fetching, its fetched records dropped from librdkafka's queue,
 //! to be fetched again from where the application stands) and resumed once it is down to
-//! [`RESUME_AT`] — Kafka Streams' `buffered.records.per.partition`.
+//! [`RESUME_AT`] — Kafka Streams' `buffered.records.per.partition`, larger here: librdkafka
+//! hands over up to 1 MB per partition per fetch (thousands of ticks), and a pause discards
+//! what it prefetched, so a bound below one fetch would make it fetch everything twice.
 //!
 //! So a backlog spread over several partitions — the reference producer's unkeyed records over
 //! a 3-partition topic — is replayed in event-time order, and a caught-up stream pays nothing:
@@ -57,9 +59,9 @@ impl BufferedRecord {
 pub(crate) type PartitionRef = (Arc<str>, i32);
 
 /// Records buffered in one partition before it is paused.
-pub(crate) const PAUSE_AT: usize = 1000;
+pub(crate) const PAUSE_AT: usize = 20_000;
 /// Records left in a paused partition's queue when it is resumed.
-pub(crate) const RESUME_AT: usize = 100;
+pub(crate) const RESUME_AT: usize = 10_000;
 
 /// How long an empty partition whose end is unknown (not fetched yet) holds the others back.
 pub(crate) const UNKNOWN_END_WAIT: Duration = Duration::from_secs(5);
@@ -78,6 +80,29 @@ struct Queue {
     empty_since: Instant,
     /// Paused at the consumer (too much buffered).
     paused: bool,
+    /// The watermarks last read and when: read at most every [`WATERMARK_REFRESH`], since
+    /// every record polled asks about every other partition.
+    watermarks: std::cell::Cell<Option<CachedWatermarks>>,
+}
+
+/// When watermarks were read, and what they were (`None`: not known yet).
+type CachedWatermarks = (Instant, Option<(i64, i64)>);
+
+/// How stale the cached watermarks may be. A high watermark is only ever too low, so a stale
+/// one can at worst let a record go ahead of one fetched within this window.
+const WATERMARK_REFRESH: Duration = Duration::from_millis(1);
+
+impl Queue {
+    fn watermarks(&self, ends: &dyn EndOffsets, now: Instant) -> Option<(i64, i64)> {
+        match self.watermarks.get() {
+            Some((read, known)) if now.saturating_duration_since(read) < WATERMARK_REFRESH => known,
+            _ => {
+                let known = ends.watermarks(&self.c_topic, self.partition);
+                self.watermarks.set(Some((now, known)));
+                known
+            }
+        }
+    }
 }
 
 /// Where one partition stands against the end of its log, as the last fetch reported it.
@@ -139,6 +164,7 @@ impl PartitionGroup {
             next_offset,
             empty_since: Instant::now(),
             paused: false,
+            watermarks: std::cell::Cell::new(None),
         });
         self.queues
             .sort_by(|a, b| (&*a.topic, a.partition).cmp(&(&*b.topic, b.partition)));
@@ -157,15 +183,19 @@ impl PartitionGroup {
         self.buffered
     }
 
-    fn at_end(queue: &Queue, ends: &dyn EndOffsets) -> bool {
+    pub(crate) fn any_paused(&self) -> bool {
+        self.queues.iter().any(|q| q.paused)
+    }
+
+    fn at_end(queue: &Queue, ends: &dyn EndOffsets, now: Instant) -> bool {
         queue.records.is_empty()
-            && ends
-                .watermarks(&queue.c_topic, queue.partition)
+            && queue
+                .watermarks(ends, now)
                 .is_some_and(|(low, high)| queue.next_offset.unwrap_or(low) >= high)
     }
 
-    fn empty(&self, queue: &Queue, ends: &dyn EndOffsets) -> Empty {
-        match ends.watermarks(&queue.c_topic, queue.partition) {
+    fn empty(&self, queue: &Queue, ends: &dyn EndOffsets, now: Instant) -> Empty {
+        match queue.watermarks(ends, now) {
             Some((low, high)) if queue.next_offset.unwrap_or(low) >= high => Empty::AtEnd,
             Some(_) => Empty::WaitUntil(queue.empty_since + self.max_task_idle),
             None => Empty::WaitUntil(queue.empty_since + UNKNOWN_END_WAIT.max(self.max_task_idle)),
@@ -175,11 +205,11 @@ impl PartitionGroup {
     /// Whether the record just polled from `topic`/`partition` may be processed at once: no
     /// queue holds anything, and every other partition is at its end.
     pub(crate) fn may_bypass(&self, topic: &str, partition: i32, ends: &dyn EndOffsets) -> bool {
+        let now = Instant::now();
         self.buffered == 0
-            && self
-                .queues
-                .iter()
-                .all(|q| (q.partition == partition && &*q.topic == topic) || Self::at_end(q, ends))
+            && self.queues.iter().all(|q| {
+                (q.partition == partition && &*q.topic == topic) || Self::at_end(q, ends, now)
+            })
     }
 
     /// A record taken from the consumer and processed without buffering.
@@ -265,7 +295,7 @@ impl PartitionGroup {
                         best = Some((i, order(head)));
                     }
                 }
-                None => match self.empty(queue, ends) {
+                None => match self.empty(queue, ends, now) {
                     Empty::AtEnd => {}
                     Empty::WaitUntil(deadline) if now < deadline => return None,
                     Empty::WaitUntil(_) => waited_out = true,
@@ -423,7 +453,7 @@ mod tests {
         assert!(group.may_bypass("btc", 0, &at_end));
         let unknown = Ends(HashMap::new());
         assert!(
-            !group.may_bypass("btc", 0, &unknown),
+            !group_with(&[]).may_bypass("btc", 0, &unknown),
             "no fetch answered yet"
         );
         let mut group = group_with(&[(0, 0, 10)]);

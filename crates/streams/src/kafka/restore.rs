@@ -20,7 +20,7 @@ use tracing::info;
 use crate::client_log::ClientLog;
 
 use super::StreamsError;
-use crate::metrics::StreamsMetrics;
+use crate::metrics::{Health, StreamsMetrics};
 use crate::store::TaskTree;
 
 /// One attempt at reading a changelog partition's offsets.
@@ -54,11 +54,13 @@ fn fetch_watermarks(
     changelog: &str,
     partition: i32,
     patience: Duration,
+    health: &Health,
 ) -> Result<(i64, i64), KafkaError> {
     let deadline = Instant::now() + patience;
     loop {
         match consumer.fetch_watermarks(changelog, partition, WATERMARK_TIMEOUT) {
             Err(error) if retriable(&error) && Instant::now() < deadline => {
+                health.heartbeat();
                 std::thread::sleep(Duration::from_millis(200));
             }
             result => return result,
@@ -85,6 +87,7 @@ pub(crate) fn restore_task(
     changelog: &str,
     partition: i32,
     metrics: &StreamsMetrics,
+    health: &Health,
     patience: Duration,
 ) -> Result<(), StreamsError> {
     let fail = |problem: String| StreamsError::Restore {
@@ -92,7 +95,7 @@ pub(crate) fn restore_task(
         partition,
         problem,
     };
-    let (low, high) = fetch_watermarks(consumer, changelog, partition, patience)
+    let (low, high) = fetch_watermarks(consumer, changelog, partition, patience, health)
         .map_err(|e| fail(format!("cannot read its offsets: {e}")))?;
     let start = match tree.checkpoint()? {
         Some(checkpoint) if (low..=high).contains(&checkpoint) => checkpoint,
@@ -144,6 +147,8 @@ pub(crate) fn restore_task(
     };
     // Under read_committed the end is the last stable offset; librdkafka reports it as EOF.
     while next < high {
+        // Restoring is progress too (it may wait out a broker restart): stay alive.
+        health.heartbeat();
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 if let Some(key) = message.key() {

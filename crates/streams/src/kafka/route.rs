@@ -59,7 +59,8 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     fn contains(&self, key: &[u8]) -> bool {
-        self.pending.contains_key(key)
+        // Nearly always empty: skip hashing the key.
+        !self.pending.is_empty() && self.pending.contains_key(key)
     }
 
     fn forwarded(&mut self, key: &[u8]) {
@@ -97,6 +98,63 @@ impl InFlight {
         }
     }
 }
+
+/// The repartition partitions not yet read to their end since they were assigned: records an
+/// earlier owner (or this instance before a restart) forwarded may still wait there, so no
+/// record is processed in place before they are read. Checked at most every 100 ms; given up
+/// after [`CATCH_UP_LIMIT`] (the records then merge in arrival order).
+#[derive(Default)]
+pub(crate) struct CatchUp {
+    /// Partition and where reading starts (the committed offset), when known.
+    pending: Vec<(i32, Option<i64>)>,
+    checked: Option<Instant>,
+    since: Option<Instant>,
+}
+
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
+impl CatchUp {
+    pub(crate) fn add(&mut self, partition: i32, start: Option<i64>) {
+        self.pending.push((partition, start));
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Drops the partitions whose position has reached their end (a transaction marker may sit
+    /// at the last offset, so one short of the high watermark counts).
+    fn check<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &CStr) {
+        if self.pending.is_empty() || self.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        if self.since.is_some_and(|t| t.elapsed() > CATCH_UP_LIMIT) {
+            self.pending.clear();
+            return;
+        }
+        let positions = consumer.position().unwrap_or_default();
+        let name = topic.to_string_lossy();
+        let ends = FetchedEnds(consumer);
+        self.pending.retain(|(partition, start)| {
+            let Some((low, high)) = ends.watermarks(topic, *partition) else {
+                return true;
+            };
+            let position = positions
+                .find_partition(&name, *partition)
+                .and_then(|e| match e.offset() {
+                    rdkafka::Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                })
+                .or(*start)
+                .unwrap_or(low);
+            position < high - 1
+        });
+    }
+}
+
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The watermarks librdkafka cached from its last fetch response of a partition.
 struct FetchedEnds<'a, C: ConsumerContext>(&'a BaseConsumer<C>);
@@ -144,6 +202,14 @@ impl<P: Processor> Engine<P> {
             }
             return self.process_in_task(&record, headers);
         }
+        if self.group.buffered() == 0 && self.goes_in_place(&record)? {
+            // Keyed for where it sits: its symbol lives in this partition only, so its place
+            // in the timestamp order across partitions does not matter, and nothing waits
+            // before it (the group is empty). No copy, no wait.
+            self.group
+                .bypassed(record.topic, record.partition, record.offset);
+            return self.process_in_task(&record, headers);
+        }
         if self
             .group
             .may_bypass(record.topic, record.partition, &FetchedEnds(consumer))
@@ -164,6 +230,10 @@ impl<P: Processor> Engine<P> {
         consumer: &BaseConsumer<C>,
         idle: bool,
     ) -> Result<(), StreamsError> {
+        if self.group.buffered() == 0 && !self.group.any_paused() && self.catch_up.done() {
+            return Ok(()); // the per-record fast path: nothing waits
+        }
+        self.catch_up.check(consumer, &self.repartition_c_topic);
         let now = Instant::now();
         let mut enforced = false;
         while let Some(mut buffered) =
@@ -200,15 +270,38 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
+    /// Whether `record` is processed where it is (see [`Self::route`]); `false` also when its
+    /// state key cannot be read (the usual path then dead-letters it).
+    fn goes_in_place(&mut self, record: &Record<'_>) -> Result<bool, StreamsError> {
+        if self.config.repartition != Some(RepartitionPolicy::Auto) || record.key.is_none() {
+            return Ok(false);
+        }
+        let mut key = std::mem::take(&mut self.key_buffer);
+        let keyed = self.task_for(record.partition)?.state_key(record, &mut key);
+        let in_place = keyed.is_ok() && self.in_place(record, &key);
+        self.key_buffer = key;
+        Ok(in_place)
+    }
+
+    fn in_place(&self, record: &Record<'_>, key: &[u8]) -> bool {
+        let tasks = self.topology.tasks;
+        self.config.repartition == Some(RepartitionPolicy::Auto)
+            && record.key == Some(key)
+            && partition_for(key, tasks) == record.partition
+            && self.topology.source_partitions.get(record.topic) == Some(&tasks)
+            && !self.in_flight.contains(key)
+            && self.catch_up.done()
+    }
+
     /// A source record's turn: process it here, forward it, or dead-letter it.
     fn route(
         &mut self,
         record: &Record<'_>,
         headers: OriginalHeaders<'_>,
     ) -> Result<(), StreamsError> {
-        let Some(policy) = self.config.repartition else {
+        if self.config.repartition.is_none() {
             return self.process_in_task(record, headers);
-        };
+        }
         let mut key = std::mem::take(&mut self.key_buffer);
         let keyed = self.task_for(record.partition)?.state_key(record, &mut key);
         let result = match keyed {
@@ -219,14 +312,8 @@ impl<P: Processor> Engine<P> {
                 Ok(())
             }
             Ok(()) => {
-                let tasks = self.topology.tasks;
-                let target = partition_for(&key, tasks);
-                let in_place = policy == RepartitionPolicy::Auto
-                    && record.key == Some(key.as_slice())
-                    && target == record.partition
-                    && self.topology.source_partitions.get(record.topic) == Some(&tasks)
-                    && !self.in_flight.contains(&key);
-                if in_place {
+                let target = partition_for(&key, self.topology.tasks);
+                if self.in_place(record, &key) {
                     self.process_in_task(record, headers)
                 } else {
                     self.task_for(record.partition)?.advance(record);
@@ -311,7 +398,10 @@ impl<P: Processor> Engine<P> {
             Ok(()) => {
                 count(&mut self.produced, &self.repartition_topic, 1);
                 self.metrics.repartitioned_records.inc();
-                self.in_flight.forwarded(key);
+                // Tracked only where this instance reads it back (else it never returns here).
+                if self.repartition_owned.contains(&target) {
+                    self.in_flight.forwarded(key);
+                }
             }
             Err(error) => {
                 self.send_failure.get_or_insert(error);
