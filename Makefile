@@ -56,7 +56,7 @@ unit: ## the tests, without starting services (integration tests fail if none ru
 # Needs the services (make services-up); PYTEST_ARGS="-k compose -x" selects and passes on.
 compat: ## the reference's Python clients and docker-compose.yml against the binary (services up)
 	$(CARGO) build --bin tickstream
-	@TICKSTREAM_BIN="$${CARGO_TARGET_DIR:-target}/debug/tickstream" scripts/compat.sh $(PYTEST_ARGS)
+	@TICKSTREAM_BIN="$(abspath $(or $(CARGO_TARGET_DIR),target))/debug/tickstream" scripts/compat.sh $(PYTEST_ARGS)
 
 # The services are stopped whatever happened, and the first failure's status is kept.
 test: deps ## everything: deps, services, fmt, clippy, all tests (cold: see README)
