@@ -34,11 +34,9 @@ impl TopologyArg {
     }
 }
 
-/// The options every processor takes.
+/// Where the Kafka brokers are: the same option for every command that talks to Kafka.
 #[derive(Debug, clap::Args)]
-pub struct ProcessorArgs {
-    #[command(flatten)]
-    pub topology: TopologyArg,
+pub struct BrokersArg {
     /// Kafka bootstrap servers, comma-separated.
     #[arg(
         long,
@@ -46,6 +44,15 @@ pub struct ProcessorArgs {
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
+}
+
+/// The options every processor takes.
+#[derive(Debug, clap::Args)]
+pub struct ProcessorArgs {
+    #[command(flatten)]
+    pub topology: TopologyArg,
+    #[command(flatten)]
+    pub kafka: BrokersArg,
     /// Where to serve /metrics, /healthz and /readyz (default: the topology's
     /// processing.metrics_addr).
     #[arg(long, env = "TICKSTREAM_METRICS_ADDR")]

@@ -28,7 +28,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let topology = args.processor.topology.load()?;
     let enrich = Enrich::new(&topology)
         .with_context(|| format!("in {}", args.processor.topology.path.display()))?;
-    let mut config = enrich.streams_config(&args.processor.brokers);
+    let mut config = enrich.streams_config(&args.processor.kafka.brokers);
     if let Some(dir) = args.state_dir {
         config.state_dir = dir;
     }

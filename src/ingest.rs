@@ -35,7 +35,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("setting up the source of {origin}"))?;
         let mut sink = KafkaTickSink::new(
             &topology,
-            &args.processor.brokers,
+            &args.processor.kafka.brokers,
             &kafka_settings_from_env(),
             &metrics,
         )?;

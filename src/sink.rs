@@ -35,7 +35,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub fn main(args: Args) -> anyhow::Result<()> {
     init_logging();
     let topology = args.processor.topology.load()?;
-    let mut config = SinkConfig::from_topology(&topology, &args.processor.brokers);
+    let mut config = SinkConfig::from_topology(&topology, &args.processor.kafka.brokers);
     config.kafka_settings = kafka_settings_from_env();
     if let Some(size) = args.batch_size {
         anyhow::ensure!(size > 0, "--batch-size must be at least 1");

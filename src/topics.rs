@@ -6,7 +6,7 @@ use anyhow::Context;
 use tickstream_enrich::Enrich;
 use tickstream_streams::{StreamsConfig, TopicSpec, TopicState, create_topics, describe_topics};
 
-use crate::common::{TopologyArg, init_logging, kafka_settings_from_env};
+use crate::common::{BrokersArg, TopologyArg, init_logging, kafka_settings_from_env};
 
 /// Partitions of a fresh deployment's topics when the topology does not say
 /// (`topics.partitions`) and no raw topic exists yet: the reference tutorial's `--partitions 3`.
@@ -32,13 +32,8 @@ pub enum Action {
 pub struct Target {
     #[command(flatten)]
     pub topology: TopologyArg,
-    /// Kafka bootstrap servers, comma-separated.
-    #[arg(
-        long,
-        env = "TICKSTREAM_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub brokers: String,
+    #[command(flatten)]
+    pub kafka: BrokersArg,
 }
 
 impl Target {
@@ -48,7 +43,7 @@ impl Target {
         let topology = self.topology.load()?;
         let enrich = Enrich::new(&topology)
             .with_context(|| format!("in {}", self.topology.path.display()))?;
-        let mut config = enrich.streams_config(&self.brokers);
+        let mut config = enrich.streams_config(&self.kafka.brokers);
         config.kafka_settings = kafka_settings_from_env();
         let partitions = match config.partitions {
             Some(n) => n,
