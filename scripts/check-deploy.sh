@@ -4,7 +4,7 @@
 #   1. docker-compose.yml validates against the Compose Specification's JSON schema
 #      (check-jsonschema's vendored copy, installed hash-pinned into the cache);
 #   2. every ${VARIABLE} docker-compose.yml reads is documented in .env.example, and
-#      .env.example carries placeholders, never a real password;
+#      .env.example leaves every password empty, never a real one;
 #   3. promtool accepts deploy/prometheus/prometheus.yml and its rule files, and the rules pass
 #      their unit tests (deploy/prometheus/tests: which alerts fire on which series);
 #   4. the Grafana dashboard and provisioning files parse;
@@ -46,10 +46,11 @@ documented = set(re.findall(r"^#?\s*([A-Za-z_][A-Za-z0-9_]*)=", example, re.M))
 missing = sorted(used - documented)
 if missing:
     sys.exit(f"docker-compose.yml reads {missing}, which .env.example does not document")
-# Every password in the example is the placeholder: a real secret must never be committed.
+# Every password in the example is empty: a real secret must never be committed, and compose's
+# `:?` refuses to start until .env sets one.
 for name, value in re.findall(r"^([A-Za-z_0-9]*PASSWORD[A-Za-z_0-9]*)=(.*)$", example, re.M):
-    if value.strip() != "change-me":
-        sys.exit(f".env.example sets {name} to something other than the placeholder change-me")
+    if value.strip():
+        sys.exit(f".env.example sets {name}: leave it empty (compose refuses to start until .env sets it)")
 print(f"[check-deploy] .env.example documents all {len(used)} variables docker-compose.yml reads")
 PY
 }

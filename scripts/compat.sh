@@ -15,6 +15,8 @@
 # Needs: python3 3.11 (the pinned binary wheels are cp311), the debug binary
 # (cargo build --bin tickstream; TICKSTREAM_BIN overrides its path) and the services
 # (make services-up; TICKSTREAM_KAFKA_BROKERS and TICKSTREAM_MONGODB_URI say where they are).
+# test_compose*.py also start a mongod of their own, with access control on, from the binary
+# services-up installed (TICKSTREAM_MONGOD overrides its path).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$TICKSTREAM_ROOT"
 
@@ -63,4 +65,6 @@ say "pytest tests/compat with $("$PYTHON" -m pip list --format=freeze --disable-
     | grep -iE '^(kafka-python|pymongo|pyyaml|pytest)==' | tr '\n' ' ')"
 # No __pycache__ in the checkout (and no .pytest_cache: tests/compat/pytest.ini).
 export PYTHONDONTWRITEBYTECODE=1
+# The mongod scripts/mongodb.sh installs (its MONGOD).
+export TICKSTREAM_MONGOD=${TICKSTREAM_MONGOD:-$TICKSTREAM_CACHE_DIR/mongodb-6.0.5/fiftyone/db/bin/mongod}
 exec "$PYTHON" -m pytest -q tests/compat "$@"

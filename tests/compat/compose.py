@@ -7,10 +7,12 @@ Reading follows the Compose Specification: YAML anchors and merge keys (`<<: *pr
 its conditions. Running maps only what a host must:
 
   * the image (the Dockerfile's runtime stage): its ENTRYPOINT, ENV, WORKDIR, the files it
-    COPYs (`/usr/local/bin/tickstream` is the debug binary, `/usr/local/bin/tickstream-healthcheck`
-    is deploy/docker/healthcheck.sh, `/etc/tickstream/topologies/` is ./topologies) and its
-    VOLUMEs (a temp dir per service);
-  * service host names: `kafka:9092` and `mongodb:27017` become the test broker and mongod;
+    COPYs, each a symlink at its container path under a per-service root (`/usr/local/bin/
+    tickstream` to the debug binary, `/usr/local/bin/tickstream-entrypoint` to
+    deploy/docker/entrypoint.sh, which finds the binary beside itself as in the image,
+    `/etc/tickstream/topologies/` to ./topologies), and its VOLUMEs (a temp dir per service);
+  * service host names: `kafka:9092` and `mongodb:27017` become the test broker and the test's
+    access-controlled mongod (mongodb.py);
   * listen addresses `0.0.0.0:PORT` become `127.0.0.1:<a free port>`, one per service.
 
 Everything else — command, environment, start order, one-shot exits, healthchecks — is the
@@ -79,6 +81,16 @@ def parse_env_file(text: str) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+# A secret in .env.example: a password left empty, which compose's `:?` refuses until .env
+# sets it.
+EMPTY_SECRET = re.compile(r"(?m)^(\w*PASSWORD\w*)=$")
+
+
+def empty_secrets(root: Path) -> list[str]:
+    """The variables .env.example leaves empty for the user to fill in."""
+    return EMPTY_SECRET.findall((root / ".env.example").read_text())
 
 
 _VARIABLE = re.compile(
@@ -244,9 +256,16 @@ class Host:
         for target, source in image.copies.items():
             if source == "":  # COPY --from=build: the binary the build stage compiled
                 assert target.endswith("/tickstream"), f"unknown build output {target}"
-                mapping[target] = str(self.binary)
+                origin = self.binary
             else:
-                mapping[target.rstrip("/")] = str(self.root / source)
+                origin = self.root / source
+            # At its container path under the service's root, so files COPYed side by side
+            # find each other as they do in the image.
+            placed = own / "rootfs" / target.strip("/")
+            placed.parent.mkdir(parents=True, exist_ok=True)
+            if not placed.is_symlink():
+                placed.symlink_to(origin.resolve())
+            mapping[target.rstrip("/")] = str(placed)
         return sorted(mapping.items(), key=lambda kv: -len(kv[0]))
 
     def map_value(self, value: str, paths: list[tuple[str, str]]) -> str:

@@ -2,19 +2,24 @@
 
 They need the debug binary (`cargo build --bin tickstream`; TICKSTREAM_BIN overrides the path)
 and the services of `make services-up`, found through TICKSTREAM_KAFKA_BROKERS and
-TICKSTREAM_MONGODB_URI (the Makefile's defaults when unset). A missing one is a failure, not a
+TICKSTREAM_MONGODB_URI (the Makefile's defaults when unset). The compose tests also start a
+mongod of their own with access control on (mongodb.py), from the binary `make services-up`
+installed (TICKSTREAM_MONGOD, which scripts/compat.sh sets). A missing one is a failure, not a
 skip: these tests exist to be run.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
 import pytest
 
+from compose import EMPTY_SECRET, as_mapping, load_compose, parse_env_file
+from mongodb import INIT_SCRIPT, Mongod, SinkGrant
 from support import ProcessSet, Settings, kafka_admin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,3 +82,51 @@ def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proces
     report = getattr(request.node, "report_call", None)
     if report is None or report.failed:
         print(f"\n===== logs of {request.node.name} =====\n{group.report()}")
+
+
+# --- the compose stack's .env and mongodb ---------------------------------------------------
+
+@pytest.fixture(scope="session")
+def compose_env(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A .env as a user makes it: .env.example with every empty secret filled in."""
+    example = (settings.root / ".env.example").read_text()
+    text, filled = EMPTY_SECRET.subn(lambda m: f"{m[1]}=compat-{secrets.token_hex(8)}", example)
+    assert filled >= 3, f".env.example has {filled} empty passwords: MongoDB root, sink, Grafana?"
+    path = tmp_path_factory.mktemp("compose-env") / ".env"
+    path.write_text(text)
+    return parse_env_file(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def compose_mongod(
+    settings: Settings, compose_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mongod]:
+    """The compose file's mongodb service: a mongod with a keyfile, first started as the
+    image does with the service's own (interpolated) environment (see mongodb.py)."""
+    binary = Path(os.environ.get("TICKSTREAM_MONGOD", ""))
+    if not binary.is_file():
+        pytest.fail(f"no mongod at TICKSTREAM_MONGOD={binary}: `make services-up` installs it")
+    project, _ = load_compose(settings.root / "docker-compose.yml", compose_env)
+    environment = as_mapping(project["services"]["mongodb"].get("environment"))
+    mongod = Mongod(binary, tmp_path_factory.mktemp("compose-mongodb"))
+    try:
+        mongod.first_start(environment, SinkGrant.from_script(settings.root / INIT_SCRIPT))
+        yield mongod
+    finally:
+        mongod.stop()
+
+
+@pytest.fixture(scope="session")
+def compose_mongo(
+    compose_mongod: Mongod, compose_env: dict[str, str]
+) -> Iterator[pymongo.MongoClient]:
+    """That mongod as its root user: to clean up and to read what the sink wrote."""
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        f"mongodb://{compose_mongod.address}/?replicaSet=rs0",
+        username=compose_env["MONGO_ROOT_USERNAME"],
+        password=compose_env["MONGO_ROOT_PASSWORD"],
+        authSource="admin",
+        serverSelectionTimeoutMS=5000,
+    )
+    yield client
+    client.close()

@@ -1,15 +1,15 @@
-"""docker-compose.yml, exercised without Docker (see compose.py for what is mapped and what
-stays unverified): its tickstream services must come up as written and fill MongoDB, and a
-misspelt variable or command must make the exercise fail, quickly."""
+"""docker-compose.yml, exercised without Docker (see compose.py and mongodb.py for what is mapped
+and what stays unverified): its tickstream services must come up as written and fill MongoDB
+through the sink's least-privilege user, with private state files, and a misspelt variable or
+command must make the exercise fail, quickly. The secrets' side: test_compose_secrets.py."""
 
 from __future__ import annotations
 
-import re
-import secrets
+import stat
 import subprocess
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +22,10 @@ from compose import (
     Exercise,
     Host,
     Image,
-    InterpolationError,
     load_compose,
-    parse_env_file,
     tickstream_containers,
 )
+from mongodb import Mongod
 from support import (
     ProcessSet,
     Settings,
@@ -39,18 +38,6 @@ from support import (
 
 DATA_TIMEOUT = 30.0
 EXPECTED_SERVICES = {"topics", "ingest", "enrich", "sink"}
-
-
-def make_env_file(root: Path, directory: Path) -> Path:
-    """.env.example with every `change-me` placeholder replaced by a fresh test value."""
-    text = (root / ".env.example").read_text()
-    text, n = re.subn(
-        r"(?m)^(\w+)=change-me$", lambda m: f"{m[1]}=compat-{secrets.token_hex(8)}", text
-    )
-    assert n >= 1, ".env.example has no `change-me` placeholder to fill in"
-    path = directory / ".env"
-    path.write_text(text)
-    return path
 
 
 @dataclass
@@ -67,10 +54,15 @@ class Stack:
 
 
 def prepare(
-    settings: Settings, compose_file: Path, tmp_path: Path, processes: ProcessSet, **bounds: float
+    settings: Settings,
+    compose_file: Path,
+    tmp_path: Path,
+    processes: ProcessSet,
+    env: dict[str, str],
+    mongod: Mongod,
+    **bounds: float,
 ) -> Stack:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    env = parse_env_file(make_env_file(settings.root, tmp_path).read_text())
     project, unset = load_compose(compose_file, env)
     assert not unset, (
         f"{compose_file.name} reads variables neither .env nor a default sets: {sorted(unset)}"
@@ -79,7 +71,7 @@ def prepare(
         settings.root,
         settings.binary,
         settings.brokers,
-        settings.mongodb_uri,
+        f"mongodb://{mongod.address}/?replicaSet=rs0",
         tmp_path / "containers",
     )
     image = Image.from_dockerfile(settings.root / "Dockerfile")
@@ -100,25 +92,6 @@ def topology_topics(topology: dict) -> list[str]:
     names = list(raw.values()) if isinstance(raw, dict) else [raw]
     names += [topics.get(k, f"analytics.{k}") for k in ("moving_average", "volatility", "jumps")]
     return [*names, topics.get("dead_letter", f"{app}.dlq")]
-
-
-@pytest.fixture
-def sink_users(mongo: pymongo.MongoClient) -> Iterator[list[str]]:
-    """The MongoDB users a test created (create_sink_user), dropped at its end."""
-    created: list[str] = []
-    yield created
-    for user in created:
-        mongo.admin.command("dropUser", user)
-
-
-def create_sink_user(mongo: pymongo.MongoClient, env: dict[str, str], created: list[str]) -> None:
-    """The compose mongodb's root user (MONGO_ROOT_USERNAME/PASSWORD of .env), in the test
-    mongod's admin database, so the sink's URI authenticates as it would in compose."""
-    user, password = env["MONGO_ROOT_USERNAME"], env["MONGO_ROOT_PASSWORD"]
-    if mongo.admin.command("usersInfo", user)["users"]:
-        mongo.admin.command("dropUser", user)
-    mongo.admin.command("createUser", user, pwd=password, roles=["root"])
-    created.append(user)
 
 
 def clean_slate(settings: Settings, mongo: pymongo.MongoClient, topology: dict) -> None:
@@ -186,25 +159,45 @@ def assert_mongodb_filled(
         assert isinstance(price["price"], float) and price["price"] > 0, price
 
 
+def assert_state_private(stack: Stack) -> None:
+    """What enrich wrote into its state volume (sled's files included) is its user's alone:
+    the image's entrypoint sets umask 077 and the store sets its own modes."""
+    state_dir = Path(stack.containers["enrich"].env["TICKSTREAM_STATE_DIR"])
+    entries = list(state_dir.rglob("*"))
+    assert entries, f"enrich wrote nothing into its state volume {state_dir}"
+    shared = {
+        str(path.relative_to(state_dir)): oct(stat.S_IMODE(path.lstat().st_mode))
+        for path in entries
+        if not path.is_symlink() and path.lstat().st_mode & 0o077
+    }
+    assert not shared, f"state files readable by group or others (want 0600/0700): {shared}"
+
+
 def test_compose_services_come_up_and_fill_mongodb(
     settings: Settings,
     kafka: str,
-    mongo: pymongo.MongoClient,
+    compose_env: dict[str, str],
+    compose_mongod: Mongod,
+    compose_mongo: pymongo.MongoClient,
     processes: ProcessSet,
-    sink_users: list[str],
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()
-    stack = prepare(settings, settings.root / "docker-compose.yml", tmp_path, processes)
-    clean_slate(settings, mongo, stack.topology)
-    create_sink_user(mongo, stack.env, sink_users)
+    stack = prepare(
+        settings, settings.root / "docker-compose.yml", tmp_path, processes, compose_env,
+        compose_mongod,
+    )  # fmt: skip
+    clean_slate(settings, compose_mongo, stack.topology)
 
+    # The sink connects as its own user (deploy/mongodb/initdb), created in compose_mongod
+    # at its first start; the root user only reads the result here.
     stack.exercise.up()
     assert_topics_created(settings, stack.topology)
     assert_topics_described(stack)
-    assert_mongodb_filled(mongo, stack.topology, stack.exercise.assert_running)
+    assert_mongodb_filled(compose_mongo, stack.topology, stack.exercise.assert_running)
     statuses = processes.stop_all()
     assert_stopped_cleanly(statuses, processes)
+    assert_state_private(stack)
     assert time.monotonic() - started < 90, "the compose exercise must stay under 90 s"
 
 
@@ -241,9 +234,10 @@ def assert_commands_exist(settings: Settings, stack: Stack) -> None:
 def test_compose_mistakes_fail_the_exercise(
     settings: Settings,
     kafka: str,
-    mongo: pymongo.MongoClient,
+    compose_env: dict[str, str],
+    compose_mongod: Mongod,
+    compose_mongo: pymongo.MongoClient,
     processes: ProcessSet,
-    sink_users: list[str],
     tmp_path: Path,
     old: str,
     new: str,
@@ -254,8 +248,9 @@ def test_compose_mistakes_fail_the_exercise(
         "TICKSTREAM_KAFKA_BROKERS would reach it and the mistake would go unnoticed here"
     )
     original = prepare(
-        settings, settings.root / "docker-compose.yml", tmp_path / "original", processes
-    )
+        settings, settings.root / "docker-compose.yml", tmp_path / "original", processes,
+        compose_env, compose_mongod,
+    )  # fmt: skip
     assert_commands_exist(settings, original)
     started = time.monotonic()
     broken = misspelt(settings.root / "docker-compose.yml", tmp_path, old, new)
@@ -264,12 +259,13 @@ def test_compose_mistakes_fail_the_exercise(
         broken,
         tmp_path,
         processes,
+        compose_env,
+        compose_mongod,
         one_shot_timeout=45,
         healthy_timeout=20,
         ready_timeout=20,
     )
-    clean_slate(settings, mongo, stack.topology)
-    create_sink_user(mongo, stack.env, sink_users)
+    clean_slate(settings, compose_mongo, stack.topology)
 
     with pytest.raises(ComposeFailure) as failure:
         stack.exercise.up()
@@ -278,10 +274,3 @@ def test_compose_mistakes_fail_the_exercise(
     )
     processes.stop_all()
     assert time.monotonic() - started < 90, "the failure must be detected within 90 s"
-
-
-def test_compose_refuses_a_missing_credential(settings: Settings, tmp_path: Path) -> None:
-    env = parse_env_file(make_env_file(settings.root, tmp_path).read_text())
-    del env["MONGO_ROOT_PASSWORD"]
-    with pytest.raises(InterpolationError, match="MONGO_ROOT_PASSWORD"):
-        load_compose(settings.root / "docker-compose.yml", env)

@@ -6,9 +6,12 @@
 //! - a real Prometheus (Debian package `prometheus`, installed by `make deps`) scrapes a running
 //!   streams application, answers a query for processed records, and evaluates our alert rules;
 //! - the compose stack's topic step creates exactly the topics tickstream's topology parser sees;
-//! - the image's HEALTHCHECK script tells a serving `/healthz` from a dead port.
+//! - the image's HEALTHCHECK script tells a serving `/healthz` from a dead port;
+//! - every third-party image is pinned by digest ([`images`]).
 //!
-//! The Compose file's schema validation is `make check-deploy` (scripts/check-deploy.sh).
+//! The Compose file's schema validation is `make check-deploy` (scripts/check-deploy.sh); its
+//! secrets (empty in .env.example, never in argv) and the sink's least-privilege MongoDB user,
+//! tests/compat/test_compose_secrets.py (`make compat`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -29,6 +32,8 @@ use crate::support::{
     ChildProcess, create_topic, free_local_address, http_get, produce_keyed, producer,
     require_kafka, unique_name,
 };
+
+mod images;
 
 /// The repository root: the deployment files are read where they are committed.
 fn repo_path(relative: &str) -> PathBuf {
