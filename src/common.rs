@@ -1,15 +1,14 @@
 //! What every processor command shares: where the topology and the services are, logging,
-//! the async runtime, and librdkafka settings from the environment.
+//! the async runtime, and settings from the environment (`.env`, `*_FILE` secrets, librdkafka).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use tickstream_model::Topology;
-
-/// Prefix of environment variables passed to librdkafka as settings:
-/// `TICKSTREAM_KAFKA_CONFIG_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`.
-pub const KAFKA_CONFIG_ENV_PREFIX: &str = "TICKSTREAM_KAFKA_CONFIG_";
+use tickstream_sink::MongoUri;
+use tickstream_streams::KafkaSettings;
 
 /// The topology file option, the same for every command.
 #[derive(Debug, clap::Args)]
@@ -67,7 +66,8 @@ impl ProcessorArgs {
 }
 
 /// Where MongoDB is (sink writes, query reads). Credentials and TLS options go in the URI,
-/// from the environment, never in a topology file; logs show it redacted.
+/// from the environment (or a file: `TICKSTREAM_MONGODB_URI_FILE`), never in a topology file;
+/// logs and `Debug` show it redacted.
 #[derive(Debug, clap::Args)]
 pub struct MongoArgs {
     /// MongoDB connection string.
@@ -77,63 +77,41 @@ pub struct MongoArgs {
         default_value = "mongodb://127.0.0.1:27017",
         hide_env_values = true
     )]
-    pub mongodb_uri: String,
+    pub mongodb_uri: MongoUri,
 }
 
-/// Reads `KEY=VALUE` lines of `./.env` (if there is one) into the environment, without
-/// overriding what is already set: credentials and addresses stay out of topology files and
-/// command lines. Blank lines and `#` comments are skipped; values may be quoted.
+/// The librdkafka settings [`prepare_environment`] read and checked.
+static KAFKA_SETTINGS: OnceLock<KafkaSettings> = OnceLock::new();
+
+/// Reads `./.env` into the environment (without overriding what is already set), the `*_FILE`
+/// variants of the MongoDB URIs, and the librdkafka settings (`TICKSTREAM_KAFKA_CONFIG_*`,
+/// refusing any that loads code or runs a command). Any problem stops the process before
+/// anything connects, naming the file, line or variable — never a value.
 ///
 /// Call it first thing in `main`, before any thread starts: changing the environment is only
 /// sound while the process is single-threaded.
-pub fn load_dotenv() -> anyhow::Result<()> {
-    let text = match std::fs::read_to_string(".env") {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).context("reading ./.env"),
-    };
-    for (key, value) in parse_dotenv(&text).context("in ./.env")? {
-        if std::env::var_os(&key).is_none() {
+pub fn prepare_environment() -> anyhow::Result<()> {
+    for assignment in crate::dotenv::read(std::path::Path::new(".env"))? {
+        if std::env::var_os(&assignment.key).is_none() {
             // SAFETY: called before any other thread exists (see above).
-            unsafe { std::env::set_var(key, value) };
+            unsafe { std::env::set_var(assignment.key, assignment.value) };
         }
     }
+    for (name, value) in crate::secrets::mongodb_uris_from_files(|name| std::env::var_os(name))? {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let settings = crate::secrets::kafka_settings(std::env::vars_os())?;
+    // A second call keeps the first call's settings: both read the same environment.
+    let _ = KAFKA_SETTINGS.set(settings);
     Ok(())
 }
 
-/// The `KEY=VALUE` pairs of a `.env` file's text.
-fn parse_dotenv(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            anyhow::bail!("line {}: expected KEY=VALUE, found {line:?}", number + 1);
-        };
-        let value = value.trim();
-        let unquoted = ['"', '\'']
-            .iter()
-            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-            .unwrap_or(value);
-        pairs.push((key.trim().to_owned(), unquoted.to_owned()));
-    }
-    Ok(pairs)
-}
-
-/// librdkafka settings from `TICKSTREAM_KAFKA_CONFIG_*` variables (lower-cased, `_` → `.`),
-/// for secured clusters: SASL_SSL, certificates, credentials never in a topology file.
-pub fn kafka_settings_from_env() -> Vec<(String, String)> {
-    let mut settings: Vec<(String, String)> = std::env::vars()
-        .filter_map(|(name, value)| {
-            let key = name.strip_prefix(KAFKA_CONFIG_ENV_PREFIX)?;
-            Some((key.to_ascii_lowercase().replace('_', "."), value))
-        })
-        .collect();
-    settings.sort();
-    settings
+/// librdkafka settings from `TICKSTREAM_KAFKA_CONFIG_*` variables (lower-cased, `_` → `.`;
+/// `…_FILE` read from a file), for secured clusters: SASL_SSL, certificates, credentials never
+/// in a topology file. As [`prepare_environment`] read and checked them.
+pub fn kafka_settings_from_env() -> KafkaSettings {
+    KAFKA_SETTINGS.get().cloned().unwrap_or_default()
 }
 
 /// Log lines to stderr; `RUST_LOG` filters (default `info`), `TICKSTREAM_LOG_FORMAT=json` for
@@ -149,10 +127,7 @@ pub fn init_logging_to(file: Option<&std::path::Path>) -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let writer = match file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = tickstream_streams::private_fs::append_private_file(path)
                 .with_context(|| format!("opening the log file {}", path.display()))?;
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
@@ -194,18 +169,25 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        mongodb: MongoArgs,
+    }
+
     #[test]
-    fn dotenv_lines_are_pairs_comments_are_skipped_and_quotes_dropped() {
-        let text = "# credentials\n\nA=1\nexport B = \"two words\"\nC='x=y'\n";
-        let pairs = parse_dotenv(text).expect("valid");
-        let expected = [("A", "1"), ("B", "two words"), ("C", "x=y")];
+    fn debug_of_the_arguments_redacts_the_uri() {
+        let cli = Cli::parse_from(["test", "--mongodb-uri", "mongodb://u:S3cretPW@db:27017/"]);
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("S3cretPW"), "{debug}");
+        assert!(debug.contains("***@db:27017"), "{debug}");
         assert_eq!(
-            pairs,
-            expected.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec()
+            cli.mongodb.mongodb_uri.expose(),
+            "mongodb://u:S3cretPW@db:27017/"
         );
-        let error = parse_dotenv("A=1\nnonsense\n").expect_err("no '='");
-        assert!(error.to_string().contains("line 2"), "{error}");
     }
 }

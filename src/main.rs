@@ -6,10 +6,12 @@
 //! MongoDB); `query` reads what the sink stored; `run` chains all three in one process; `topics` creates what they need in Kafka.
 
 mod common;
+mod dotenv;
 mod enrich;
 mod ingest;
 mod query;
 mod run;
+mod secrets;
 mod sink;
 mod topics;
 
@@ -43,7 +45,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    common::load_dotenv()?;
+    common::prepare_environment()?;
     let cli = Cli::parse();
     match cli.command {
         Command::Ingest(args) => ingest::main(args),

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use serde::Serialize;
+use tickstream_sink::Queries;
 use tickstream_sink::query::format_ts;
-use tickstream_sink::{Queries, redact_uri};
 
 use crate::common::{MongoArgs, TopologyArg, runtime};
 
@@ -48,10 +48,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let topology = args.topology.load()?;
     let uri = args.mongodb.mongodb_uri.clone();
     let output = runtime()?.block_on(async move {
-        let queries = Queries::connect(&uri, &topology)
-            .await
-            .with_context(|| format!("invalid MongoDB URI {}", redact_uri(&uri)))?;
-        let context = || format!("querying MongoDB at {}", redact_uri(&uri));
+        // A bad URI's error says what is wrong without quoting it.
+        let queries = Queries::connect(uri.expose(), &topology).await?;
+        let context = || format!("querying MongoDB at {}", uri.redacted());
         anyhow::Ok(match &args.question {
             Question::Latest => {
                 let rows = queries.latest().await.with_context(context)?;

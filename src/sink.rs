@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics, redact_uri};
+use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics};
 use tickstream_streams::{Endpoints, Health, bind_http};
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -47,7 +47,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let metrics_addr = args.processor.metrics_addr(&topology);
     let origin = args.processor.topology.path.display().to_string();
     runtime()?.block_on(async move {
-        let writer = MongoWriter::connect(&args.mongodb.mongodb_uri, &topology).await?;
+        let writer = MongoWriter::connect(args.mongodb.mongodb_uri.expose(), &topology).await?;
         let metrics = Arc::new(SinkMetrics::new(&topology.application_id));
         let health = Arc::new(Health::default());
         let (stopped_tx, mut stopped_rx) = watch::channel(false);
@@ -64,7 +64,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         info!(
             topology = %origin,
             topics = ?config.topics,
-            mongodb = %redact_uri(&args.mongodb.mongodb_uri),
+            mongodb = %args.mongodb.mongodb_uri.redacted(),
             database = %topology.mongodb.database,
             batch_size = config.batch_size,
             batch_interval = ?config.batch_interval,

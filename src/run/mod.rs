@@ -20,6 +20,8 @@ use tickstream_enrich::{Enrich, STORE_NAME};
 use tickstream_ingest::{IngestMetrics, Source, binance_reachable};
 use tickstream_model::topology::{BinanceRestSource, SourceConfig, SyntheticSource};
 use tickstream_model::{EventKind, RecordFormat, Topology};
+use tickstream_sink::MongoUri;
+use tickstream_streams::private_fs::create_private_dir_all;
 use tickstream_streams::{InMemoryBroker, InMemoryStreams, StateDir, StoredRecord};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -53,9 +55,11 @@ pub struct Args {
     /// Binance's REST API, probed (2 s) to decide between live and synthetic prices.
     #[arg(long, default_value = BinanceRestSource::DEFAULT_BASE_URL)]
     pub binance_url: String,
-    /// Also write prices and analytics to this MongoDB (collections from the topology).
-    #[arg(long)]
-    pub mongodb_uri: Option<String>,
+    /// Also write prices and analytics to this MongoDB (collections from the topology). Not
+    /// TICKSTREAM_MONGODB_URI, which `make` exports for the tests: `run` stays database-free
+    /// unless asked.
+    #[arg(long, env = "TICKSTREAM_RUN_MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<MongoUri>,
 }
 
 /// Binance's answer to a probe takes at most this long before we call it unreachable.
@@ -64,7 +68,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const REFRESH: Duration = Duration::from_secs(1);
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
+    create_private_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
     let interactive = std::io::stdout().is_terminal();
     // On a terminal the live view owns the screen, so log lines go to a file beside the data.
@@ -77,10 +81,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     println!(
         "results: {} (JSON Lines, one file per topic){}{}",
         args.data_dir.display(),
-        args.mongodb_uri
-            .as_deref()
-            .map(|_| " and MongoDB")
-            .unwrap_or_default(),
+        if args.mongodb_uri.is_some() {
+            " and MongoDB"
+        } else {
+            ""
+        },
         if interactive {
             format!("; log: {}", log_file.display())
         } else {
@@ -191,7 +196,7 @@ async fn run(
         &args.data_dir,
         &topology,
         streams.dead_letter_topic(),
-        args.mongodb_uri.as_deref(),
+        args.mongodb_uri.as_ref().map(MongoUri::expose),
     )
     .await
     .context("opening the outputs")?;

@@ -1,7 +1,7 @@
 //! The embedded mode's sink: every record of the raw, derived and dead-letter topics appended
 //! to `<data dir>/<topic>.jsonl`, fed to the live view, and written to MongoDB when asked.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,7 @@ use tickstream_model::{
     DecodeOptions, DerivedEvent, EventKind, Jump, MovingAverage, Topology, Volatility,
 };
 use tickstream_sink::{DocumentMapper, MongoWriter, SinkDocument};
+use tickstream_streams::private_fs::append_private_file;
 use tickstream_streams::{InMemoryBroker, Record, StoredRecord};
 use tracing::warn;
 
@@ -54,10 +55,8 @@ impl Output {
         let mut topics = Vec::new();
         let mut follow = |name: &str, content: Content| -> anyhow::Result<()> {
             let path: PathBuf = data_dir.join(format!("{name}.jsonl"));
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
+            // Results are the owner's only (0600), whatever the umask.
+            let file = append_private_file(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
             topics.push(FollowedTopic {
                 name: name.to_owned(),

@@ -92,7 +92,7 @@ pub struct SinkConfig {
     /// (`processing.give_up_after`).
     pub give_up_after: Duration,
     /// Extra librdkafka settings (security), applied to the consumer and the DLQ producer.
-    pub kafka_settings: Vec<(String, String)>,
+    pub kafka_settings: tickstream_streams::KafkaSettings,
 }
 
 impl SinkConfig {
@@ -110,7 +110,7 @@ impl SinkConfig {
             backoff_max: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             give_up_after: topology.processing.give_up_after,
-            kafka_settings: Vec::new(),
+            kafka_settings: tickstream_streams::KafkaSettings::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod document;
 mod kafka;
 mod metrics;
 pub mod query;
+pub mod uri;
 mod writer;
 
 pub use availability::GaveUp;
@@ -30,4 +31,5 @@ pub use document::{DocumentMapper, MappingError, RawPriceId, SinkDocument, raw_p
 pub use kafka::{KafkaSink, MONGODB_REJECTED, SinkConfig};
 pub use metrics::SinkMetrics;
 pub use query::{Queries, QueryError};
-pub use writer::{MongoWriter, RejectedDocument, SinkError, WriteReport, redact_uri};
+pub use uri::{InvalidUri, MongoUri, redact_uri};
+pub use writer::{MongoWriter, RejectedDocument, SinkError, WriteReport};

@@ -15,6 +15,9 @@ use tickstream_model::{EventKind, Topology};
 pub enum QueryError {
     #[error("MongoDB query failed: {0}")]
     MongoDb(#[from] mongodb::error::Error),
+    /// Says what is wrong without quoting the URI (see [`crate::uri`]).
+    #[error(transparent)]
+    InvalidUri(#[from] crate::uri::InvalidUri),
     #[error("symbol {symbol} is not in the topology (known: {known}); check the spelling")]
     UnknownSymbol { symbol: String, known: String },
     #[error("document in {collection} is not what the sink writes: {problem}")]
@@ -90,7 +93,7 @@ pub struct WindowAnalytics {
 }
 
 /// Queries over the topology's database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Queries {
     database: Database,
     topology: Topology,
@@ -102,14 +105,23 @@ fn newest_first() -> Document {
     doc! { "ts": -1, "_id": -1 }
 }
 
+/// By hand: the client's options hold the credentials and TLS key password.
+impl std::fmt::Debug for Queries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queries")
+            .field("database", &self.database.name())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Queries {
     /// A client for `uri`; server selection gives up after 10 s with an error.
     pub async fn connect(uri: &str, topology: &Topology) -> Result<Self, QueryError> {
-        let mut options = mongodb::options::ClientOptions::parse(uri).await?;
+        let mut options = crate::uri::client_options(uri).await?;
         options
             .server_selection_timeout
             .get_or_insert(std::time::Duration::from_secs(10));
-        let client = mongodb::Client::with_options(options)?;
+        let client = crate::uri::client(options, uri)?;
         Ok(Self::new(&client, topology))
     }
 

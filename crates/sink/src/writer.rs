@@ -8,11 +8,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, InsertManyError};
-use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
 use tickstream_model::{EventKind, Topology};
 
 use crate::document::SinkDocument;
+use crate::uri::{self, InvalidUri};
 
 /// MongoDB's duplicate-key error: the document is already stored (a replay).
 const DUPLICATE_KEY: i32 = 11000;
@@ -26,12 +26,9 @@ pub enum SinkError {
     /// Nothing in the batch can be trusted to be stored; retry it (it is idempotent).
     #[error("MongoDB is unavailable: {0}")]
     Unavailable(#[source] mongodb::error::Error),
-    #[error("invalid MongoDB URI {uri}: {source}; expected mongodb://host:port/?options")]
-    InvalidUri {
-        uri: String,
-        #[source]
-        source: mongodb::error::Error,
-    },
+    /// Says what is wrong without quoting the URI (see [`crate::uri`]).
+    #[error(transparent)]
+    InvalidUri(#[from] InvalidUri),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// Kafka or MongoDB stayed unreachable for `processing.give_up_after`.
@@ -69,7 +66,7 @@ impl WriteReport {
 }
 
 /// Writes the topology's documents into its database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MongoWriter {
     database: Database,
     indexes: Vec<(String, Document)>,
@@ -77,15 +74,13 @@ pub struct MongoWriter {
     address: String,
 }
 
-/// A URI with any `user:password@` replaced, for logs.
-pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => uri.to_owned(),
+/// By hand: the client's options hold the credentials and TLS key password.
+impl std::fmt::Debug for MongoWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoWriter")
+            .field("database", &self.database.name())
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,13 +88,7 @@ impl MongoWriter {
     /// A client for `uri` (no I/O yet: the driver connects lazily). Server selection gives up
     /// after 5 s so an outage surfaces as an error to back off from, not a 30 s hang.
     pub async fn connect(uri: &str, topology: &Topology) -> Result<Self, SinkError> {
-        let mut options =
-            ClientOptions::parse(uri)
-                .await
-                .map_err(|source| SinkError::InvalidUri {
-                    uri: redact_uri(uri),
-                    source,
-                })?;
+        let mut options = uri::client_options(uri).await?;
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(Duration::from_secs(5));
         }
@@ -115,10 +104,7 @@ impl MongoWriter {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let client = Client::with_options(options).map_err(|source| SinkError::InvalidUri {
-            uri: redact_uri(uri),
-            source,
-        })?;
+        let client = uri::client(options, uri)?;
         let mut writer = Self::with_client(&client, topology);
         writer.address = address;
         Ok(writer)
@@ -282,15 +268,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_credentials_only() {
-        assert_eq!(
-            redact_uri("mongodb://user:secret@db1:27017,db2/?tls=true"),
-            "mongodb://***@db1:27017,db2/?tls=true"
-        );
-        assert_eq!(
-            redact_uri("mongodb://127.0.0.1:27017/?replicaSet=rs0"),
-            "mongodb://127.0.0.1:27017/?replicaSet=rs0"
-        );
-        assert_eq!(redact_uri("not a uri"), "not a uri");
+    fn debug_shows_neither_credentials_nor_option_values() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let topology =
+            tickstream_model::Topology::from_str(include_str!("../../../topologies/default.toml"))
+                .expect("the default topology");
+        let uri = "mongodb://u:S3cretPW@127.0.0.1:1/?appName=S3cretPW";
+        let writer = runtime
+            .block_on(MongoWriter::connect(uri, &topology))
+            .expect("a valid URI");
+        let debug = format!("{writer:?}");
+        assert!(!debug.contains("S3cretPW"), "{debug}");
+        assert!(debug.contains("127.0.0.1:1"), "{debug}");
     }
 }

@@ -59,7 +59,7 @@ pub struct StreamsConfig {
     /// crashed instance's partitions stay blocked when no instance with its id comes back.
     pub transaction_timeout: Duration,
     /// Extra librdkafka settings applied to every client (security.protocol, sasl.*, ssl.*…).
-    pub kafka_settings: Vec<(String, String)>,
+    pub kafka_settings: KafkaSettings,
     /// `None`: no repartition topic; partition `p` of every (co-partitioned) source is task `p`.
     /// `Some`: source records are re-keyed by [`crate::Processor::state_key`] through
     /// [`Self::repartition_topic`] as the policy says, and tasks own state keys, not partitions.
@@ -95,7 +95,7 @@ impl StreamsConfig {
             max_uncommitted_records: 50_000,
             session_timeout: Duration::from_secs(10),
             transaction_timeout: Duration::from_secs(10),
-            kafka_settings: Vec::new(),
+            kafka_settings: KafkaSettings::default(),
             repartition: None,
             partitions: None,
             max_task_idle: Duration::from_millis(100),
@@ -203,6 +203,141 @@ impl StreamsConfig {
     }
 }
 
+/// librdkafka settings from the user (security.protocol, sasl.*, ssl.*…), checked when built:
+/// none that loads code or runs a command, each one a setting librdkafka knows with a value it
+/// takes. `Debug` redacts the values of secret settings (passwords, keys, tokens).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaSettings(Vec<(String, String)>);
+
+/// Settings refused whatever their value: whoever can set them runs code in this process.
+pub const DENIED_KAFKA_SETTINGS: [(&str, &str); 5] = [
+    ("plugin.library.paths", "loads shared libraries (dlopen)"),
+    ("sasl.kerberos.kinit.cmd", "runs a shell command"),
+    ("ssl.engine.location", "loads an OpenSSL engine library"),
+    ("ssl.engine.id", "loads an OpenSSL engine"),
+    ("ssl.providers", "loads OpenSSL provider modules"),
+];
+
+/// Settings librdkafka substitutes into its kinit shell command (GSSAPI): only characters
+/// that mean nothing to a shell are allowed in them.
+const SHELL_SUBSTITUTED_SETTINGS: [&str; 2] = ["sasl.kerberos.principal", "sasl.kerberos.keytab"];
+
+/// Parts of a setting's name that mark its value as secret.
+const SECRET_SETTING_MARKERS: [&str; 7] = [
+    "password",
+    "secret",
+    "passphrase",
+    ".pem",
+    "jaas",
+    "token",
+    "oauthbearer.config",
+];
+
+impl KafkaSettings {
+    /// Checks every setting; the first one refused is the error, naming its key (never its
+    /// value, which may be a password).
+    pub fn new(settings: Vec<(String, String)>) -> Result<Self, KafkaSettingError> {
+        for (key, value) in &settings {
+            check_setting(key, value)?;
+        }
+        Ok(Self(settings))
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (String, String)> {
+        self.0.iter()
+    }
+
+    /// Whether `key`'s value is a secret (shown redacted).
+    pub fn is_secret(key: &str) -> bool {
+        SECRET_SETTING_MARKERS
+            .iter()
+            .any(|marker| key.contains(marker))
+    }
+}
+
+fn check_setting(key: &str, value: &str) -> Result<(), KafkaSettingError> {
+    if let Some((_, why)) = DENIED_KAFKA_SETTINGS
+        .iter()
+        .find(|(denied, _)| *denied == key)
+    {
+        return Err(KafkaSettingError::Denied {
+            key: key.to_owned(),
+            why,
+        });
+    }
+    let shell_safe = |c: char| c.is_ascii_alphanumeric() || "._-/@+:".contains(c);
+    if SHELL_SUBSTITUTED_SETTINGS.contains(&key) && !value.chars().all(shell_safe) {
+        return Err(KafkaSettingError::ShellUnsafe {
+            key: key.to_owned(),
+        });
+    }
+    // librdkafka's own check, on a configuration of its own (no client is created). Its
+    // message quotes the value, so only the kind of refusal is kept.
+    let mut config = rdkafka::ClientConfig::new();
+    config.set(key, value);
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            ..,
+        )) => Err(KafkaSettingError::Unknown {
+            key: key.to_owned(),
+        }),
+        Err(_) => Err(KafkaSettingError::InvalidValue {
+            key: key.to_owned(),
+        }),
+    }
+}
+
+impl std::ops::Deref for KafkaSettings {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a KafkaSettings {
+    type Item = &'a (String, String);
+    type IntoIter = std::slice::Iter<'a, (String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, value)| {
+                let shown = if Self::is_secret(key) {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (key, shown)
+            }))
+            .finish()
+    }
+}
+
+/// A librdkafka setting refused, named by its key; its value is never shown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KafkaSettingError {
+    #[error("librdkafka setting `{key}` is not allowed: it {why}")]
+    Denied { key: String, why: &'static str },
+    #[error(
+        "librdkafka setting `{key}` goes into a shell command: only letters, digits and . _ - / @ + : are allowed in it"
+    )]
+    ShellUnsafe { key: String },
+    #[error("librdkafka has no setting `{key}`; check the name in librdkafka's CONFIGURATION.md")]
+    Unknown { key: String },
+    #[error(
+        "librdkafka refuses the value of `{key}` (not shown); check it in librdkafka's CONFIGURATION.md"
+    )]
+    InvalidValue { key: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid streams setting `{setting}`: {problem}")]
 pub struct ConfigError {
@@ -244,5 +379,56 @@ mod tests {
             error.to_string().contains("TICKSTREAM_KAFKA_BROKERS"),
             "{error}"
         );
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<KafkaSettings, KafkaSettingError> {
+        KafkaSettings::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn settings_that_load_code_or_run_commands_are_refused_by_key_not_value() {
+        for (key, _) in DENIED_KAFKA_SETTINGS {
+            let error = settings(&[(key, "/tmp/S3cretPW.so")]).expect_err(key);
+            let message = error.to_string();
+            assert!(message.contains(key), "{message}");
+            assert!(!message.contains("S3cretPW"), "{message}");
+        }
+        let error = settings(&[("sasl.kerberos.principal", "x; touch /tmp/S3cretPW")])
+            .expect_err("a shell command in the principal");
+        assert!(!error.to_string().contains("S3cretPW"), "{error}");
+        let error = settings(&[("sasl.passwrd", "S3cretPW")]).expect_err("a typo");
+        assert_eq!(
+            error,
+            KafkaSettingError::Unknown {
+                key: "sasl.passwrd".into()
+            }
+        );
+        let error = settings(&[("acks", "S3cretPW")]).expect_err("not a number");
+        assert!(
+            matches!(error, KafkaSettingError::InvalidValue { .. }),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("S3cretPW"), "{error}");
+    }
+
+    #[test]
+    fn debug_redacts_secret_values_only() {
+        let settings = settings(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.password", "S3cretPW"),
+            ("ssl.key.password", "S3cretPW"),
+            ("sasl.username", "tickstream"),
+        ])
+        .expect("valid settings");
+        let mut config = StreamsConfig::new("enrich", "127.0.0.1:9092", &["in"]);
+        config.kafka_settings = settings;
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("S3cretPW"), "{debug}");
+        assert!(debug.contains("SASL_SSL"), "{debug}");
     }
 }

@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::private_fs::{create_private_dir_all, restrict_dir};
+
 /// How a store value becomes bytes (for sled and the changelog) and back.
 pub trait StateCodec: Sized + Send {
     fn encode(&self, out: &mut Vec<u8>);
@@ -141,7 +143,10 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens (creating if needed) `<state_dir>/<application_id>`.
+    /// Opens (creating if needed) `<state_dir>/<application_id>`. Missing directories are
+    /// created 0700, and this instance's own (`<application_id>` and sled's below it) are
+    /// made 0700 even if they exist: sled creates its files by the umask, the directory keeps
+    /// them private.
     pub fn open(state_dir: &Path, application_id: &str) -> Result<Self, StoreError> {
         let path = state_dir.join(application_id);
         let error = |source| StoreError::Sled {
@@ -149,9 +154,14 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&path).map_err(|e| error(sled::Error::Io(e)))?;
+        let sled_path = path.join("sled");
+        for dir in [&path, &sled_path] {
+            create_private_dir_all(dir)
+                .and_then(|()| restrict_dir(dir))
+                .map_err(|e| error(sled::Error::Io(e)))?;
+        }
         let db = sled::Config::new()
-            .path(path.join("sled"))
+            .path(sled_path)
             // sled's default cache is 1 GiB; state here is small and hot keys live in our cache.
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)

@@ -411,6 +411,6 @@ fn stable_instance_id(state: &StateDir) -> Result<String, StreamsError> {
     );
     hasher.write_u32(std::process::id());
     let id = format!("{:016x}", hasher.finish());
-    std::fs::write(&path, &id).map_err(io_error)?;
+    crate::private_fs::write_private_file(&path, id.as_bytes()).map_err(io_error)?;
     Ok(id)
 }
