@@ -93,6 +93,8 @@ def seed_topology_for_test(seed: Path, tmp_path: Path, base_url: str) -> Path:
     }.items():
         text, n = re.subn(rf'(?m)^{key}\s*=\s*"[^"]*"', f'{key} = "{value}"', text)
         assert n == 1, f'{seed} has {n} `{key} = "..."` lines; the test rewrites exactly one'
+    # The fake Binance speaks plain http on 127.0.0.1: allowed for this test only.
+    text = re.sub(r'(?m)^(base_url = "[^"]*")$', r"\1\nallow_plain_transport = true", text)
     path = tmp_path / "seed.toml"
     path.write_text(text)
     return path

@@ -39,6 +39,7 @@ fn rest_topology(base_url: &str, raw: &str, breaker_failures: u32, timeout: &str
         [source]
         kind = "binance-rest"
         base_url = "{base_url}"
+        allow_plain_transport = true
         interval = "100ms"
         request_timeout = "{timeout}"
         [source.breaker]
@@ -156,7 +157,13 @@ async fn seed_layout_writes_reference_records_to_per_coin_topics() {
             r#"raw = { BTCUSDT = "btc", ETHUSDT = "eth", SOLUSDT = "sol" }"#,
             &format!(r#"raw = {{ BTCUSDT = "{btc}", ETHUSDT = "{eth}", SOLUSDT = "{sol}" }}"#),
         )
-        .replace("https://api.binance.com", &fake.base_url);
+        .replace(
+            r#"base_url = "https://api.binance.com""#,
+            &format!(
+                "base_url = \"{}\"\nallow_plain_transport = true",
+                fake.base_url
+            ),
+        );
     let topology = Topology::from_str(&seed).expect("the seed topology");
     assert_eq!(
         topology.raw_topics().len(),
@@ -360,6 +367,7 @@ async fn rest_unknown_symbol_is_a_startup_error_naming_it() {
         [source]
         kind = "binance-rest"
         base_url = "{}"
+        allow_plain_transport = true
         "#,
         fake.base_url
     ))

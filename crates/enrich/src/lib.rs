@@ -36,6 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod budget;
 mod metrics;
 pub mod naive;
 mod processor;
@@ -47,6 +48,8 @@ use tickstream_model::topology::{RepartitionPolicy, WindowConfig};
 use tickstream_model::{EventKind, Topology};
 use tickstream_streams::{ProcessingGuarantee, StreamsConfig};
 use tickstream_window::{Config, JumpSpec, WindowSpec};
+
+use crate::budget::SymbolBudget;
 
 pub use metrics::EnrichMetrics;
 pub use processor::EnrichProcessor;
@@ -74,6 +77,8 @@ pub struct Enrich {
     pub(crate) windows: Arc<Config>,
     pub(crate) topology: Arc<Topology>,
     pub(crate) metrics: Option<Arc<EnrichMetrics>>,
+    /// `max_symbols`, shared by this instance's tasks; `None` when symbols are pinned.
+    pub(crate) symbols: Option<Arc<SymbolBudget>>,
 }
 
 impl Enrich {
@@ -83,6 +88,7 @@ impl Enrich {
             windows: Arc::new(window_config(topology)?),
             topology: Arc::new(topology.clone()),
             metrics: None,
+            symbols: SymbolBudget::of(topology),
         })
     }
 

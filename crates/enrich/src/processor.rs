@@ -9,6 +9,7 @@ use tickstream_model::{
 use tickstream_streams::{ProcessError, Processor, ProcessorContext, Record, Rejection};
 use tickstream_window::{Stats, SymbolWindows, Tick};
 
+use crate::budget::HeldSymbols;
 use crate::metrics::SymbolGauges;
 use crate::state::SymbolState;
 use crate::{Enrich, STORE_NAME};
@@ -27,6 +28,9 @@ pub struct EnrichProcessor {
     /// Encoding buffer, reused across events.
     buffer: Vec<u8>,
     gauges: HashMap<Symbol, SymbolGauges>,
+    /// With `pin_symbols = false`: the symbols this task keeps windows for, against
+    /// `max_symbols`.
+    held: Option<HeldSymbols>,
     /// The last record [`Processor::state_key`] decoded, so `process` of the same record
     /// does not decode it again.
     decoded: Option<Decoded>,
@@ -66,6 +70,7 @@ impl EnrichProcessor {
             labels,
             buffer: Vec::with_capacity(256),
             gauges: HashMap::new(),
+            held: enrich.symbols.clone().map(HeldSymbols::new),
             decoded: None,
             decoded_topic: String::new(),
             enrich,
@@ -181,6 +186,13 @@ impl Processor for EnrichProcessor {
         let key = symbol.as_str().as_bytes();
 
         let config = &self.enrich.windows;
+        // Unpinned symbols: a new one only within max_symbols (one set lookup per tick).
+        if let Some(held) = &mut self.held
+            && !held.holds(symbol)
+        {
+            let stored = ctx.store().get(key)?.is_some();
+            held.admit(symbol, stored).map_err(reject)?;
+        }
         let state = match ctx.store().get_mut(key)? {
             Some(state) => state,
             None => {

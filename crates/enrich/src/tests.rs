@@ -255,3 +255,40 @@ fn the_reference_format_takes_its_event_time_from_the_kafka_timestamp() {
     let jump = Jump::decode(value).expect("decodes");
     assert_eq!((jump.ts, jump.from, jump.to), (5_001, 10.0, 10.5));
 }
+
+/// With `pin_symbols = false`, new symbols beyond `max_symbols` go to the dead letters; the
+/// configured ones and those already kept go on, and a task that is closed frees its share.
+#[test]
+fn new_symbols_beyond_max_symbols_are_refused_with_symbol_limit() {
+    let topology = Topology::from_str(
+        "symbols = [\"C00000USDT\"]\npin_symbols = false\nmax_symbols = 3\n\
+         [[windows]]\nkind = \"count\"\nsize = 2\nmin_count = 1",
+    )
+    .expect("valid topology");
+    let enrich = Enrich::new(&topology).expect("valid");
+    let mut processor = enrich.processor();
+    let mut store = KeyValueStore::in_memory(STORE_NAME);
+    let mut emitted = Vec::new();
+    let mut offset = 0;
+    let mut feed = |processor: &mut EnrichProcessor, name: &str| {
+        offset += 1;
+        let value = encode(symbol(name), 1.0, offset);
+        let mut ctx = ProcessorContext::new(TaskId(0), &mut store, &mut emitted);
+        processor.process(&record(offset, &value, None), &mut ctx)
+    };
+    for name in ["X1USDT", "X2USDT", "C00000USDT", "X1USDT"] {
+        feed(&mut processor, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    match feed(&mut processor, "X3USDT") {
+        Err(ProcessError::Rejected(rejection)) => {
+            assert_eq!(rejection.code, "symbol_limit");
+            assert!(rejection.message.contains("max_symbols"), "{rejection:?}");
+        }
+        other => panic!("expected symbol_limit, got {other:?}"),
+    }
+    feed(&mut processor, "X2USDT").expect("a symbol already kept");
+    feed(&mut processor, "C00000USDT").expect("a configured symbol");
+    drop(processor);
+    let mut next = enrich.processor();
+    feed(&mut next, "X3USDT").expect("the closed task's symbols were given back");
+}

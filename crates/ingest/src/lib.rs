@@ -7,6 +7,8 @@
 //!   [`politeness`] rules: 429/418 `Retry-After`, used-weight tracking, backoff with jitter,
 //!   a circuit breaker, timeouts), Binance WebSocket combined streams (reconnect with backoff,
 //!   gaps reported, never filled), a JSON Lines replay, and a seeded synthetic random walk;
+//!   whatever the network sends is bounded first ([`limits`]: size caps, a handshake
+//!   deadline, a clamped `Retry-After`, unlisted symbols dropped);
 //! - **the Kafka side** ([`KafkaTickSink`]): idempotent producer, `acks=all`, key = symbol
 //!   in Kafka's default (murmur2) partition, topic, record format and compression from the
 //!   topology; a broker outage is ridden out (ticks buffered, not ready) for at most
@@ -30,6 +32,7 @@
 pub mod binance;
 mod broker_watch;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod politeness;

@@ -56,6 +56,15 @@ pub struct IngestMetrics {
     pub malformed_responses: IntCounter,
     /// `tickstream_ingest_source_gaps_total`: WebSocket reconnects (data may be missing there).
     pub source_gaps: IntCounter,
+    /// `tickstream_ingest_unknown_symbols_total`: prices for symbols the topology does not
+    /// list, dropped. Unlabelled on purpose: the upstream chooses those names.
+    pub unknown_symbols: IntCounter,
+    /// `tickstream_ingest_oversized_responses_total`: REST bodies and WebSocket messages over
+    /// the caps of [`crate::limits`], refused.
+    pub oversized_responses: IntCounter,
+    /// `tickstream_ingest_source_up`: 1 while the source delivers, 0 while the upstream fails
+    /// (errors, bans, oversized answers, a stalled handshake); `/readyz` follows it.
+    pub source_up: IntGauge,
     /// Epoch ms of the newest tick per symbol, for `last_tick_age` at scrape time.
     last_tick_ms: Arc<Mutex<HashMap<String, i64>>>,
 }
@@ -121,6 +130,27 @@ impl IngestMetrics {
                 IntCounter::new(
                     "ingest_source_gaps_total",
                     "WebSocket disconnects: ticks between the drop and the reconnect were missed.",
+                )
+                .expect("valid"),
+            ),
+            unknown_symbols: registry.register(
+                IntCounter::new(
+                    "ingest_unknown_symbols_total",
+                    "Prices for symbols the topology does not list: dropped before any metric or record.",
+                )
+                .expect("valid"),
+            ),
+            oversized_responses: registry.register(
+                IntCounter::new(
+                    "ingest_oversized_responses_total",
+                    "REST bodies and WebSocket messages over ingest's size caps: refused, backed off from.",
+                )
+                .expect("valid"),
+            ),
+            source_up: registry.register(
+                IntGauge::new(
+                    "ingest_source_up",
+                    "1 while the source delivers prices, 0 while the upstream fails; readiness follows it.",
                 )
                 .expect("valid"),
             ),
@@ -236,11 +266,14 @@ mod tests {
                 "tickstream_ingest_last_price",
                 "tickstream_ingest_last_tick_age_seconds",
                 "tickstream_ingest_malformed_responses_total",
+                "tickstream_ingest_oversized_responses_total",
                 "tickstream_ingest_rate_limit_waits_total",
                 "tickstream_ingest_request_duration_seconds",
                 "tickstream_ingest_source_gaps_total",
+                "tickstream_ingest_source_up",
                 "tickstream_ingest_ticks_fetched_total",
                 "tickstream_ingest_ticks_produced_total",
+                "tickstream_ingest_unknown_symbols_total",
             ]
         );
     }

@@ -39,8 +39,8 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Moves ticks from `source` to `sink` until `shutdown` completes or the source ends, then
 /// flushes for at most `flush_timeout`. Keeps `health` alive on every turn and ready while the
-/// broker takes the ticks; a broker unreachable for the topology's
-/// `processing.give_up_after` ends the run with [`SinkError::GaveUp`].
+/// broker takes the ticks and the source delivers (`source_up`); a broker unreachable for the
+/// topology's `processing.give_up_after` ends the run with [`SinkError::GaveUp`].
 pub async fn run(
     source: &mut Source,
     sink: &mut KafkaTickSink,
@@ -58,8 +58,9 @@ pub async fn run(
     let turn = |watch: &mut BrokerWatch| -> Result<(), IngestError> {
         health.heartbeat();
         match watch.check() {
-            Ok(ready) => {
-                health.set_ready(ready);
+            Ok(broker_ready) => {
+                // Ready = the broker takes ticks and the source delivers them.
+                health.set_ready(broker_ready && metrics.source_up.get() == 1);
                 Ok(())
             }
             Err(e) => {

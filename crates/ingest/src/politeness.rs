@@ -192,18 +192,30 @@ impl Default for WeightTracker {
     }
 }
 
-/// `Retry-After` as Binance sends it: whole seconds. An HTTP date is not parsed (Binance does
-/// not send one); `None` for anything unreadable, so the caller falls back to its backoff.
+/// The longest wait a `Retry-After` imposes: 1 h. Binance asks for seconds after a 429 and
+/// bans for 2 minutes up to 3 days with a 418; a longer value is clamped to this, and the
+/// request after the wait asks again (a ban still running answers 418 with a fresh
+/// `Retry-After`). So no value — `18446744073709551615`, `1e30`, `inf` — parks ingest for
+/// longer, or overflows the clock.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// `Retry-After` as Binance sends it: seconds, whole or decimal, clamped to
+/// [`MAX_RETRY_AFTER`] (digits beyond `u64`, `1e30` and `inf` included). An HTTP date is not
+/// parsed (Binance does not send one); `None` for anything unreadable, negative or NaN, so the
+/// caller falls back to its backoff. Never panics.
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     let value = value?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than u64 holds is still "a very long time", not garbage.
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
     }
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let seconds = value.parse::<f64>().ok()?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    // `try_from`: `from_secs_f64` panics beyond u64::MAX seconds (and on infinity).
+    Some(Duration::try_from_secs_f64(seconds).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 #[cfg(test)]
@@ -317,5 +329,37 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped_or_refused_never_panicked_on() {
+        for clamped in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999999",
+            "3601",
+            "1e30",
+            "1E308",
+            "inf",
+            "+infinity",
+            "123456789012345678901234567890.123456789",
+            "18446744073709551615.5",
+        ] {
+            assert_eq!(
+                parse_retry_after(Some(clamped)),
+                Some(MAX_RETRY_AFTER),
+                "{clamped}"
+            );
+        }
+        assert_eq!(parse_retry_after(Some("3600")), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after(Some("0.000000000000000000001")),
+            Some(Duration::ZERO)
+        );
+        for refused in [
+            "NaN", "-nan", "-1", "-1e30", "-inf", "", "  ", "1 2", "0x10", "٣",
+        ] {
+            assert_eq!(parse_retry_after(Some(refused)), None, "{refused:?}");
+        }
     }
 }

@@ -15,8 +15,13 @@ use tickstream_model::{DecodeOptions, RawTick};
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
 
+use crate::limits::deadline_after;
 use crate::metrics::IngestMetrics;
+
 use crate::source::SourceError;
+
+/// What "later than any replay can run" means for a tick whose due time overflows: 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 
 /// Ticks per batch at most.
 pub const MAX_BATCH: usize = 10_000;
@@ -98,7 +103,11 @@ impl ReplayReader {
         let ts = tick.ts?;
         let (first_ts, started) = *self.origin.get_or_insert((ts, Instant::now()));
         let recorded = Duration::from_millis(ts.saturating_sub(first_ts).max(0) as u64);
-        Some(started + recorded.div_f64(factor))
+        // A corrupt `ts` (a gap of millennia) or a tiny factor must not overflow the clock:
+        // such a tick is due as late as can be represented, never a panic.
+        let wait =
+            Duration::try_from_secs_f64(recorded.as_secs_f64() / factor).unwrap_or(Duration::MAX);
+        Some(deadline_after(started, wait, FAR_FUTURE))
     }
 
     /// The next valid tick of the file, skipping (and counting) bad lines.
@@ -200,6 +209,22 @@ mod tests {
         assert_eq!(second[0].price, 3.0);
         // 4 s recorded at 2x: 2 s (the paused clock advances exactly).
         assert_eq!(start.elapsed(), Duration::from_secs(2));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_of_millennia_or_a_tiny_factor_never_overflows_the_clock() {
+        let (mut reader, _metrics, path) = replay(
+            "{\"symbol\":\"BTCUSDT\",\"price\":1,\"ts\":0}\n\
+             {\"symbol\":\"BTCUSDT\",\"price\":2,\"ts\":9223372036854775807}\n",
+            ReplaySpeed::Factor(1e-300),
+        );
+        let first = reader.next_batch().await.expect("reads").expect("a batch");
+        assert_eq!(first.len(), 1);
+        // The second tick waits in `pending`, due as late as the clock goes.
+        let tick = reader.pending.take().expect("the second tick waits");
+        let due = reader.due(&tick).expect("paced");
+        assert!(due > Instant::now() + Duration::from_secs(365 * 24 * 60 * 60));
         let _ = std::fs::remove_file(path);
     }
 

@@ -46,6 +46,11 @@ pub enum SourceError {
     },
     #[error("{url} is not a valid source URL: expected {expected}; check [source].base_url")]
     BadUrl { url: String, expected: &'static str },
+    #[error(
+        "{url} is plain (no TLS): use https:// or wss://, or, for a local test server only, set \
+         allow_plain_transport = true in [source]"
+    )]
+    PlainTransport { url: String },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
 }
@@ -97,6 +102,12 @@ impl Source {
         politeness: &Politeness,
     ) -> Result<Self, SourceError> {
         let symbols = &topology.symbols;
+        // A network source is not ready until the upstream answered; the others are at once.
+        let network = matches!(
+            topology.source,
+            SourceConfig::BinanceRest(_) | SourceConfig::BinanceWs(_)
+        );
+        metrics.source_up.set(i64::from(!network));
         Ok(match &topology.source {
             SourceConfig::BinanceRest(config) => {
                 Self::BinanceRest(RestPoller::new(symbols, config, politeness, metrics)?)

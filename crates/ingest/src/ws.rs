@@ -8,6 +8,12 @@
 //! reconnecting resubscribes). What was traded while disconnected is lost: the gap is logged with
 //! its length and counted (`tickstream_ingest_source_gaps_total`), never filled with invented
 //! ticks.
+//!
+//! What the server sends is bounded ([`crate::limits`]): the handshake must complete within
+//! [`WS_CONNECT_TIMEOUT`], a message over [`MAX_WS_MESSAGE_BYTES`] or a frame over
+//! [`MAX_WS_FRAME_BYTES`] drops the connection (counted, logged), and frames for symbols the
+//! topology does not list are dropped. The backoff before a reconnect grows until a
+//! connection delivers a tick, so a server that accepts and then misbehaves is not hammered.
 
 use std::time::Duration;
 
@@ -16,11 +22,16 @@ use tickstream_model::topology::BinanceWsSource;
 use tickstream_model::{RawTick, Symbol};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 use tracing::{info, warn};
 
 use crate::binance::{combined_stream_url, parse_stream_frame};
+use crate::limits::{
+    MAX_WS_FRAME_BYTES, MAX_WS_MESSAGE_BYTES, SymbolFilter, WS_CONNECT_TIMEOUT, excerpt,
+    require_tls,
+};
 use crate::metrics::{IngestMetrics, now_ms};
 use crate::politeness::Backoff;
 use crate::rng::SplitMix64;
@@ -37,7 +48,12 @@ pub struct WsStreamer {
     url: String,
     socket: Option<Socket>,
     backoff: Backoff,
+    /// Consecutive connection attempts that delivered no tick (failed, or dropped before a
+    /// tick): the backoff exponent.
     failed_connects: u32,
+    /// Whether the current connection delivered a tick.
+    delivered_on_connection: bool,
+    symbol_filter: SymbolFilter,
     jitter: SplitMix64,
     /// Epoch ms of the last tick before the connection dropped (the gap's start).
     dropped_after_ms: Option<i64>,
@@ -61,11 +77,14 @@ impl WsStreamer {
                 expected: "ws:// or wss://",
             });
         }
+        require_tls(&url, "ws://", config.allow_plain_transport)?;
         Ok(Self {
             url,
             socket: None,
             backoff: politeness.backoff,
             failed_connects: 0,
+            delivered_on_connection: false,
+            symbol_filter: SymbolFilter::new(symbols, metrics.unknown_symbols.clone()),
             jitter: SplitMix64::new(now_ms() as u64),
             dropped_after_ms: None,
             last_tick_ms: None,
@@ -96,6 +115,14 @@ impl WsStreamer {
             };
             let frame = match timeout(SILENCE_LIMIT, socket.next()).await {
                 Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(e @ WsError::Capacity(_)))) => {
+                    self.metrics.oversized_responses.inc();
+                    self.dropped(&format!(
+                        "refused a message over the caps ({MAX_WS_MESSAGE_BYTES} bytes per \
+                         message, {MAX_WS_FRAME_BYTES} per frame): {e}"
+                    ));
+                    continue;
+                }
                 Ok(Some(Err(e))) => {
                     self.dropped(&format!("read failed: {e}"));
                     continue;
@@ -111,13 +138,17 @@ impl WsStreamer {
             };
             match frame {
                 Message::Text(text) => match parse_stream_frame(text.as_str(), now_ms()) {
-                    Ok(tick) => {
+                    Ok(tick) if self.symbol_filter.admits(&tick.symbol) => {
                         self.last_tick_ms = Some(now_ms());
+                        self.delivered_on_connection = true;
+                        self.failed_connects = 0;
+                        self.metrics.source_up.set(1);
                         return Ok(vec![tick]);
                     }
+                    Ok(_) => {}
                     Err(reason) => {
                         self.metrics.malformed_responses.inc();
-                        warn!(reason, frame = %truncate(text.as_str()), "skipping a WebSocket frame that is not a trade or bookTicker");
+                        warn!(reason, frame = %excerpt(text.as_str()), "skipping a WebSocket frame that is not a trade or bookTicker");
                     }
                 },
                 Message::Ping(payload) => {
@@ -144,10 +175,21 @@ impl WsStreamer {
                 .delay(self.failed_connects - 1, self.jitter.next_f64());
             sleep(wait).await;
         }
-        match connect_async(self.url.as_str()).await {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_WS_FRAME_BYTES));
+        let connecting = connect_async_with_config(self.url.as_str(), Some(config), false);
+        let connected = match timeout(WS_CONNECT_TIMEOUT, connecting).await {
+            Ok(connected) => connected.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no completed WebSocket handshake within {WS_CONNECT_TIMEOUT:?} (TCP, TLS and \
+                 the upgrade together)"
+            )),
+        };
+        match connected {
             Ok((socket, _response)) => {
                 self.socket = Some(socket);
-                self.failed_connects = 0;
+                self.delivered_on_connection = false;
                 self.connections += 1;
                 if let Some(since) = self.dropped_after_ms.take() {
                     self.metrics.source_gaps.inc();
@@ -160,9 +202,10 @@ impl WsStreamer {
                     info!(url = %self.url, "WebSocket connected");
                 }
             }
-            Err(e) => {
+            Err(error) => {
                 self.failed_connects = self.failed_connects.saturating_add(1);
-                warn!(url = %self.url, error = %e, attempts = self.failed_connects, "WebSocket connect failed; retrying with backoff");
+                self.metrics.source_up.set(0);
+                warn!(url = %self.url, error = %error, attempts = self.failed_connects, "WebSocket connect failed; retrying with backoff");
             }
         }
     }
@@ -172,13 +215,14 @@ impl WsStreamer {
         self.socket = None;
         // The gap starts at the last tick we have (or now, if none came on this connection).
         self.dropped_after_ms = Some(self.last_tick_ms.unwrap_or_else(now_ms));
+        self.metrics.source_up.set(0);
         // Reconnect after a short backoff, not at once: a server shedding load must not be
-        // hammered.
-        self.failed_connects = self.failed_connects.max(1);
+        // hammered. A connection that delivered nothing counts as one more failure, so a
+        // server that accepts and then misbehaves meets a growing backoff.
+        self.failed_connects = if self.delivered_on_connection {
+            self.failed_connects.max(1)
+        } else {
+            self.failed_connects.saturating_add(1)
+        };
     }
-}
-
-fn truncate(text: &str) -> &str {
-    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-    &text[..end]
 }

@@ -147,6 +147,18 @@ pub enum InvalidRecord {
         /// The symbol received.
         symbol: Symbol,
     },
+    /// With `pin_symbols = false`: a symbol enrich has no windows for yet, when it already
+    /// keeps windows for `max_symbols` symbols.
+    #[error(
+        "symbol {symbol} is new, and windows are kept for {limit} symbols already \
+         (max_symbols): list it in `symbols`, or raise max_symbols in the topology"
+    )]
+    SymbolLimit {
+        /// The symbol received.
+        symbol: Symbol,
+        /// The topology's `max_symbols`.
+        limit: usize,
+    },
     /// A field has the right type but a value out of its range (derived events, `ts`).
     #[error("field `{field}` is {found}, expected {expected}")]
     InvalidValue {
@@ -168,7 +180,7 @@ pub enum InvalidRecord {
 impl InvalidRecord {
     /// Stable short name: `oversized`, `not_json`, `not_object`, `missing_field`,
     /// `mistyped_field`, `duplicate_field`, `non_finite_price`, `non_positive_price`,
-    /// `empty_symbol`, `invalid_symbol`, `unknown_symbol`, `invalid_value`,
+    /// `empty_symbol`, `invalid_symbol`, `unknown_symbol`, `symbol_limit`, `invalid_value`,
     /// `missing_event_time`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -183,6 +195,7 @@ impl InvalidRecord {
             Self::EmptySymbol => "empty_symbol",
             Self::InvalidSymbol(_) => "invalid_symbol",
             Self::UnknownSymbol { .. } => "unknown_symbol",
+            Self::SymbolLimit { .. } => "symbol_limit",
             Self::InvalidValue { .. } => "invalid_value",
             Self::MissingEventTime => "missing_event_time",
         }
@@ -197,9 +210,10 @@ impl InvalidRecord {
             | Self::NonFinitePrice { field, .. }
             | Self::NonPositivePrice { field, .. }
             | Self::InvalidValue { field, .. } => Some(field),
-            Self::EmptySymbol | Self::InvalidSymbol(_) | Self::UnknownSymbol { .. } => {
-                Some("symbol")
-            }
+            Self::EmptySymbol
+            | Self::InvalidSymbol(_)
+            | Self::UnknownSymbol { .. }
+            | Self::SymbolLimit { .. } => Some("symbol"),
             Self::MissingEventTime => Some("ts"),
             Self::Oversized { .. } | Self::NotJson { .. } | Self::NotObject { .. } => None,
         }

@@ -51,6 +51,7 @@ mod kafka;
 mod memory;
 mod metrics;
 pub mod partitioner;
+pub mod private_fs;
 mod processor;
 mod runner;
 mod store;
@@ -60,7 +61,10 @@ pub use client_log::{
     Classification, ClientLog, Kind as ClientLogKind, LoggingContext, RATE_LIMIT_WINDOW,
     RateLimiter, Severity, classify_error, classify_log,
 };
-pub use config::{ConfigError, ProcessingGuarantee, RepartitionPolicy, StreamsConfig};
+pub use config::{
+    ConfigError, DENIED_KAFKA_SETTINGS, KafkaSettingError, KafkaSettings, ProcessingGuarantee,
+    RepartitionPolicy, StreamsConfig,
+};
 pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
 pub use kafka::{

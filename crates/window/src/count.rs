@@ -1,7 +1,9 @@
 //! Count windows: the last N accepted ticks of a symbol, in arrival order.
 //!
-//! Prices live in a fixed ring of N slots (one allocation, no per-tick boxing), filled in
-//! laps: slot 0, 1, ..., N-1, then slot 0 again. Min and max use the van Herk / Gil-Werman
+//! Prices live in a ring of N slots (one buffer, no per-tick boxing), filled in laps: slot 0,
+//! 1, ..., N-1, then slot 0 again. The buffer grows with the first lap, as ticks arrive, so a
+//! large N costs memory only once that many ticks came (a topology can configure a window of
+//! a million ticks for a symbol that ticks ten times); from the second lap on, its size is N. Min and max use the van Herk / Gil-Werman
 //! scheme, which has no data-dependent branches (a monotonic deque mispredicts its pop loop
 //! on about every other tick; at N = 20 that was a third of the cost of a tick):
 //!
@@ -41,12 +43,18 @@ fn greater(a: f64, b: f64) -> f64 {
     if a > b { a } else { b }
 }
 
+/// Slots allocated up front: small windows never grow (one allocation, as before); larger
+/// ones start here and grow by doubling, capped at their size.
+const INITIAL_SLOTS: u32 = 64;
+
 #[derive(Debug, Clone)]
 pub(crate) struct CountWindow {
-    slots: Box<[Slot]>,
+    /// One slot per tick held: grows during the first lap, `size` slots from then on.
+    slots: Vec<Slot>,
+    /// The window's size N.
+    size: u32,
     /// Slot the next tick goes to; once full, also the oldest tick's slot.
     next: u32,
-    len: u32,
     /// Extremes of the slots written in the current lap.
     lap_min: f64,
     lap_max: f64,
@@ -58,9 +66,9 @@ pub(crate) struct CountWindow {
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
-            slots: vec![EMPTY; size as usize].into_boxed_slice(),
+            slots: Vec::with_capacity(size.min(INITIAL_SLOTS) as usize),
+            size,
             next: 0,
-            len: 0,
             lap_min: f64::INFINITY,
             lap_max: f64::NEG_INFINITY,
             inv_len: f64::INFINITY,
@@ -76,36 +84,41 @@ impl CountWindow {
 
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
-        self.len as usize
+        self.slots.len()
     }
 
     /// Prices, oldest first.
     pub(crate) fn prices(&self) -> impl Iterator<Item = f64> + Clone + '_ {
         // Full: the oldest ticks are in slots `next..`, the newest in `..next`.
-        let split = if self.len() == self.slots.len() {
+        let split = if self.is_full() {
             self.next as usize
         } else {
             0
         };
         let (newer, older) = self.slots.split_at(split);
-        older.iter().chain(newer).take(self.len()).map(|s| s.price)
+        older.iter().chain(newer).map(|s| s.price)
+    }
+
+    #[inline(always)]
+    fn is_full(&self) -> bool {
+        self.slots.len() == self.size as usize
     }
 
     /// Writes `x` into the ring, evicting the oldest tick if full; returns the evicted price.
     /// Does not touch the moments.
     #[inline(always)]
     fn insert(&mut self, x: f64) -> Option<f64> {
-        let cap = self.slots.len() as u32;
+        let cap = self.size;
         let i = self.next;
-        let slot = &mut self.slots[i as usize];
-        let evicted = if self.len == cap {
-            Some(slot.price)
+        let evicted = if self.is_full() {
+            let slot = &mut self.slots[i as usize];
+            let old = slot.price;
+            slot.price = x;
+            Some(old)
         } else {
-            self.len += 1;
-            self.inv_len = 1.0 / f64::from(self.len);
+            self.append(x);
             None
         };
-        slot.price = x;
         self.lap_min = lesser(self.lap_min, x);
         self.lap_max = greater(self.lap_max, x);
         self.next = i + 1;
@@ -113,6 +126,19 @@ impl CountWindow {
             self.close_lap();
         }
         evicted
+    }
+
+    /// First lap: `x` goes into a new slot at the end (`next == slots.len()`). The
+    /// buffer doubles when full, never beyond the window's size.
+    #[inline]
+    fn append(&mut self, x: f64) {
+        if self.slots.len() == self.slots.capacity() {
+            let have = self.slots.len() as u32;
+            let more = have.max(INITIAL_SLOTS).min(self.size - have);
+            self.slots.reserve_exact(more as usize);
+        }
+        self.slots.push(Slot { price: x, ..EMPTY });
+        self.inv_len = 1.0 / self.slots.len() as f64;
     }
 
     /// The lap is complete (the ring is full): store suffix extremes, start a new lap.
@@ -132,8 +158,8 @@ impl CountWindow {
 
     #[inline(always)]
     fn extremes(&self) -> (f64, f64) {
-        // `next` is always below the capacity (`insert` wraps it at once); `get` just avoids a
-        // panic path.
+        // During the first lap `next` is one past the last slot (no suffix extremes yet:
+        // ±∞); afterwards it is always below the size (`insert` wraps it at once).
         let s = self.slots.get(self.next as usize).unwrap_or(&EMPTY);
         (
             lesser(s.suf_min, self.lap_min),
@@ -145,7 +171,7 @@ impl CountWindow {
     #[inline]
     pub(crate) fn push(&mut self, x: f64) {
         let mut moments = self.moments;
-        if self.len == 0 {
+        if self.slots.is_empty() {
             moments.restart_at(x);
         }
         if let Some(old) = self.insert(x) {
@@ -164,16 +190,16 @@ impl CountWindow {
     /// Statistics, or `None` while empty.
     #[inline]
     pub(crate) fn stats(&self) -> Option<Stats> {
-        if self.len == 0 {
+        if self.slots.is_empty() {
             return None;
         }
         let (min, max) = self.extremes();
         Some(self.moments.stats(self.len(), self.inv_len, min, max))
     }
 
-    /// Heap bytes owned.
+    /// Heap bytes owned (the buffer's capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        size_of_val(&*self.slots)
+        self.slots.capacity() * size_of::<Slot>()
     }
 }
 
@@ -220,7 +246,38 @@ mod tests {
 
     #[test]
     fn memory_is_one_buffer() {
-        let w = CountWindow::new(20);
+        let mut w = CountWindow::new(20);
         assert_eq!(w.heap_bytes(), 20 * 24);
+        (0..100).for_each(|i| w.push(f64::from(i)));
+        assert_eq!(w.heap_bytes(), 20 * 24);
+    }
+
+    #[test]
+    fn a_large_window_grows_with_its_ticks_up_to_its_size() {
+        let size = 1_000_000;
+        let mut w = CountWindow::new(size);
+        assert_eq!(w.heap_bytes(), 64 * 24);
+        (0..1_000).for_each(|i| w.push(f64::from(i)));
+        assert!(w.heap_bytes() <= 2 * 1_000 * 24, "{}", w.heap_bytes());
+        (0..2 * size).for_each(|i| w.push(f64::from(i % 1_000)));
+        assert_eq!(w.heap_bytes(), size as usize * 24);
+        let s = w.stats().expect("full");
+        assert_eq!((s.count, s.min, s.max), (size as usize, 0.0, 999.0));
+    }
+
+    #[test]
+    fn extremes_stay_exact_across_growth_and_laps() {
+        let size = 300;
+        let mut w = CountWindow::new(size);
+        let prices: Vec<f64> = (0..1_000u32)
+            .map(|i| f64::from((i * 7919) % 1009))
+            .collect();
+        for (i, &p) in prices.iter().enumerate() {
+            w.push(p);
+            let lo = (i + 1).saturating_sub(size as usize);
+            let s = w.stats().expect("non-empty");
+            assert_eq!((s.min, s.max), naive(&prices[lo..=i]), "after {i}");
+            assert!(w.prices().eq(prices[lo..=i].iter().copied()));
+        }
     }
 }

@@ -90,8 +90,10 @@
 //! Per tick and window: O(1) amortised for in-order ticks, whatever N or D. Count windows
 //! have no data-dependent branches (min/max by van Herk / Gil-Werman blocks); time windows
 //! use monotonic deques for min/max. A late tick costs O(k) for the k entries newer than it
-//! in each time window. Memory: a count window of N ticks owns 24·N bytes of heap (price and
-//! block extremes per slot); one symbol with a single N = 20 window takes 648 bytes in all.
+//! in each time window. Memory: a count window owns 24 bytes of heap per tick it holds (price
+//! and block extremes per slot), so 24·N once full; its ring grows by doubling while it fills,
+//! so a large N costs nothing until that many ticks came. One symbol with a single N = 20
+//! window takes 656 bytes in all.
 //! A time window owns 16 bytes per tick plus its min/max deques.
 //!
 //! # Exactness

@@ -88,7 +88,7 @@ impl WindowSpec {
     /// of 0 by construction, which downstream would read as "calm"; two is the least that
     /// says anything about dispersion.
     pub const DEFAULT_TIME_MIN_COUNT: u32 = 2;
-    /// Largest count window (2^24 ticks, 128 MiB of prices): a guard against typos, and a
+    /// Largest count window (2^24 ticks, 384 MiB once full): a guard against typos, and a
     /// bound the snapshot decoder relies on.
     pub const MAX_COUNT_SIZE: u32 = 1 << 24;
 

@@ -1,5 +1,5 @@
-//! Memory per symbol, measured with a counting allocator; no allocation per tick in steady
-//! state; and the amortised cost of re-centring (rebuilds stay rare on every kind of stream).
+//! Memory per symbol, measured with a counting allocator; count windows grow with their
+//! ticks; no allocation per tick in steady state; and the amortised cost of re-centring (rebuilds stay rare on every kind of stream).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -77,6 +77,27 @@ fn memory_per_symbol_for_n_20() {
     assert_eq!(heap, reported, "memory_bytes matches the allocator");
     eprintln!("count:20 -> {reported} bytes per symbol");
     assert!(reported <= 700, "{reported} bytes");
+}
+
+/// A count window's ring grows with the ticks it holds: configuring the largest window costs
+/// nothing until it fills, and a full one holds exactly its size.
+#[test]
+fn a_large_count_window_costs_only_the_ticks_it_holds() {
+    let size = WindowSpec::MAX_COUNT_SIZE;
+    let cfg = config([WindowSpec::count(size).expect("valid")]);
+    let (heap, reported) = measured(&cfg, 10, 10);
+    assert_eq!(heap, reported);
+    assert!(reported < 4_096, "{reported} bytes for 10 ticks");
+    let (heap, reported) = measured(&cfg, 100_000, 10);
+    assert_eq!(heap, reported);
+    // Doubling: at most twice the slots held, 24 bytes each.
+    assert!(reported < 2 * 100_000 * 24 + 1_024, "{reported} bytes");
+    let cfg = config([WindowSpec::count(1_000).expect("valid")]);
+    let (_, full) = measured(&cfg, 5_000, 10);
+    assert!(
+        full < 1_000 * 24 + 1_024,
+        "{full} bytes for a full count:1000"
+    );
 }
 
 #[test]

@@ -86,6 +86,7 @@ async fn ws_reads_trades_answers_pings_and_reconnects_after_a_drop() {
         [source]
         kind = "binance-ws"
         base_url = "{base_url}"
+        allow_plain_transport = true
         streams = ["trade"]
         "#
     ))

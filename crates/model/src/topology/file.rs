@@ -40,6 +40,7 @@ struct TopologyFile {
     application_id: Option<String>,
     symbols: Option<Vec<Symbol>>,
     pin_symbols: Option<bool>,
+    max_symbols: Option<usize>,
     #[serde(default)]
     topics: TopicsFile,
     windows: Option<Vec<WindowFile>>,
@@ -125,6 +126,7 @@ struct SourceFile {
     #[serde(default, deserialize_with = "duration")]
     request_timeout: Option<Duration>,
     breaker: Option<BreakerFile>,
+    allow_plain_transport: Option<bool>,
     streams: Option<Vec<WsStream>>,
     path: Option<PathBuf>,
     speed: Option<ReplaySpeed>,
@@ -193,6 +195,14 @@ impl TopologyFile {
                 "is missing: list the trading pairs, e.g. symbols = [\"BTCUSDT\", \"ETHUSDT\"]",
             )
         })?;
+        let pin_symbols = self.pin_symbols.unwrap_or(true);
+        if pin_symbols && self.max_symbols.is_some() {
+            return Err(invalid(
+                "max_symbols",
+                "applies with pin_symbols = false only (pinned symbols are just those listed): \
+                 remove it, or set pin_symbols = false",
+            ));
+        }
         let application_id = self
             .application_id
             .unwrap_or_else(|| Topology::DEFAULT_APPLICATION_ID.to_owned());
@@ -277,7 +287,8 @@ impl TopologyFile {
         Ok(Topology {
             application_id,
             symbols,
-            pin_symbols: self.pin_symbols.unwrap_or(true),
+            pin_symbols,
+            max_symbols: self.max_symbols.unwrap_or(Topology::DEFAULT_MAX_SYMBOLS),
             topics,
             windows,
             jumps,
@@ -351,8 +362,13 @@ impl SourceFile {
             )
         })?;
         use SourceKind::{BinanceRest as Rest, BinanceWs as Ws, Replay, Synthetic};
-        let owners: [(&str, bool, &[SourceKind]); 13] = [
+        let owners: [(&str, bool, &[SourceKind]); 14] = [
             ("base_url", self.base_url.is_some(), &[Rest, Ws]),
+            (
+                "allow_plain_transport",
+                self.allow_plain_transport.is_some(),
+                &[Rest, Ws],
+            ),
             ("interval", self.interval.is_some(), &[Rest]),
             ("request_timeout", self.request_timeout.is_some(), &[Rest]),
             ("breaker", self.breaker.is_some(), &[Rest]),
@@ -408,6 +424,9 @@ impl SourceFile {
                     interval: self.interval.unwrap_or(d.interval),
                     request_timeout: self.request_timeout.unwrap_or(d.request_timeout),
                     breaker,
+                    allow_plain_transport: self
+                        .allow_plain_transport
+                        .unwrap_or(d.allow_plain_transport),
                 })
             }
             Ws => {
@@ -415,6 +434,9 @@ impl SourceFile {
                 SourceConfig::BinanceWs(BinanceWsSource {
                     base_url: self.base_url.unwrap_or(d.base_url),
                     streams: self.streams.unwrap_or(d.streams),
+                    allow_plain_transport: self
+                        .allow_plain_transport
+                        .unwrap_or(d.allow_plain_transport),
                 })
             }
             Replay => SourceConfig::Replay(ReplaySource {

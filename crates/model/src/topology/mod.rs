@@ -13,6 +13,8 @@
 //! application_id = "tickstream"     # consumer group, transactional-id and internal-topic prefix
 //! symbols = ["BTCUSDT", "ETHUSDT"]  # required, at least one
 //! pin_symbols = true                # other symbols -> dead-letter topic (unknown_symbol)
+//! # max_symbols = 10000             # with pin_symbols = false: windows for at most this many
+//!                                   # symbols per enrich instance; more -> dead letters (symbol_limit)
 //!
 //! [topics]
 //! raw = "prices.raw"                # one topic (key = symbol), or { BTCUSDT = "btc", ETHUSDT = "eth" }
@@ -26,7 +28,8 @@
 //! compression = "none"              # or "gzip", "snappy", "lz4", "zstd", or per family:
 //!                                   # { raw = "none", derived = "lz4" }: see Compression
 //!
-//! [[windows]]                       # default: one count window of 20
+//! [[windows]]                       # default: one count window of 20; at most 16 windows,
+//!                                   # 2,000,000 count-window ticks in all: see WindowConfig
 //! kind = "count"
 //! size = 20                         # last 20 ticks
 //! min_count = 20                    # emit from this many ticks on (default: size)
@@ -102,6 +105,12 @@ pub struct Topology {
     /// When true (default), records for other symbols go to the dead-letter topic as
     /// `unknown_symbol`.
     pub pin_symbols: bool,
+    /// With `pin_symbols = false`: the most symbols an enrich instance keeps windows for, the
+    /// configured ones included (they are always taken); a tick of one more new symbol goes to
+    /// the dead-letter topic as `symbol_limit`. Default [`Topology::DEFAULT_MAX_SYMBOLS`],
+    /// at most [`Topology::MAX_SYMBOLS`]. Whoever can produce to the raw topic names the
+    /// symbols: without this, each new name would cost memory and metrics for good.
+    pub max_symbols: usize,
     /// Kafka topics.
     pub topics: Topics,
     /// Windows, in output order. At least one; default one count window of 20.
@@ -228,8 +237,20 @@ pub enum WindowConfig {
 impl WindowConfig {
     /// Default count window size: the reference's 20.
     pub const DEFAULT_COUNT_SIZE: u32 = 20;
-    /// Largest count window: 2^24 ticks (the window library's limit).
-    pub const MAX_COUNT_SIZE: u32 = 1 << 24;
+    /// Largest count window: 1,000,000 ticks (24 MB per symbol once full; a ring grows with
+    /// the ticks it holds, so a large size costs nothing until they came). Beyond a million
+    /// ticks a time window says what is meant.
+    pub const MAX_COUNT_SIZE: u32 = 1_000_000;
+    /// The most windows per topology (each symbol keeps every one): 16, four times the
+    /// reference's analytics; each window is two derived events per tick.
+    pub const MAX_WINDOWS: usize = 16;
+    /// The most ticks all count windows hold together, per symbol: 2,000,000 (two windows of
+    /// the largest size), at most 48 MB per symbol once they are full.
+    pub const MAX_COUNT_TICKS: u64 = 2_000_000;
+    /// The longest time window: 7 days (168h). A time window holds every tick of its span
+    /// (16 to 64 bytes each), so its memory is the symbol's tick rate times the span: a week
+    /// at a tick a second is 10 to 40 MB per symbol.
+    pub const MAX_SPAN: Duration = Duration::from_secs(7 * 24 * 3600);
     /// Default `min_count` of time windows.
     pub const DEFAULT_TIME_MIN_COUNT: u32 = 2;
     /// Default `allowed_lateness` of time windows: 5 s.
@@ -341,6 +362,7 @@ impl Default for Topology {
                 Symbol::from_static("SOLUSDT"),
             ],
             pin_symbols: true,
+            max_symbols: Self::DEFAULT_MAX_SYMBOLS,
             topics: Topics::defaults(Self::DEFAULT_APPLICATION_ID),
             windows: vec![WindowConfig::default()],
             jumps: JumpConfig::default(),
@@ -411,6 +433,12 @@ impl Default for ProcessingConfig {
 impl Topology {
     /// Default `application_id`.
     pub const DEFAULT_APPLICATION_ID: &str = "tickstream";
+    /// Default `max_symbols`: far more pairs than an exchange lists against one quote
+    /// currency, far fewer than a flood of made-up names.
+    pub const DEFAULT_MAX_SYMBOLS: usize = 10_000;
+    /// The cap on `max_symbols` and on the length of `symbols`: fifty times the pairs a large
+    /// exchange lists; 100,000 symbols with one count:20 window take about 70 MB of windows.
+    pub const MAX_SYMBOLS: usize = 100_000;
 
     /// Parses and validates a topology from TOML text.
     #[allow(clippy::should_implement_trait)] // also implemented; this one needs no import

@@ -51,6 +51,7 @@ impl Default for SourceConfig {
 /// base_url = "https://api.binance.com"
 /// interval = "3s"
 /// request_timeout = "5s"
+/// allow_plain_transport = false   # true only for a local http:// test server
 /// [source.breaker]
 /// failures = 5        # consecutive failures that open the circuit
 /// open_for = "60s"    # how long it stays open before a trial request
@@ -65,6 +66,10 @@ pub struct BinanceRestSource {
     pub request_timeout: Duration,
     /// Circuit breaker.
     pub breaker: BreakerConfig,
+    /// `allow_plain_transport = true`: `base_url` may be plain `http://` (no TLS). Default
+    /// false: anything on the path could rewrite prices, so only a local test server should
+    /// be reached without TLS.
+    pub allow_plain_transport: bool,
 }
 
 impl BinanceRestSource {
@@ -79,6 +84,7 @@ impl Default for BinanceRestSource {
             interval: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
             breaker: BreakerConfig::default(),
+            allow_plain_transport: false,
         }
     }
 }
@@ -108,6 +114,7 @@ impl Default for BreakerConfig {
 /// kind = "binance-ws"
 /// base_url = "wss://stream.binance.com:9443"
 /// streams = ["trade", "bookTicker"]
+/// allow_plain_transport = false   # true only for a local ws:// test server
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinanceWsSource {
@@ -115,6 +122,9 @@ pub struct BinanceWsSource {
     pub base_url: String,
     /// Streams per symbol (`<symbol>@trade`, `<symbol>@bookTicker`). Default `["trade"]`.
     pub streams: Vec<WsStream>,
+    /// `allow_plain_transport = true`: `base_url` may be plain `ws://` (no TLS). Default false,
+    /// as for [`BinanceRestSource::allow_plain_transport`].
+    pub allow_plain_transport: bool,
 }
 
 impl Default for BinanceWsSource {
@@ -122,6 +132,7 @@ impl Default for BinanceWsSource {
         Self {
             base_url: "wss://stream.binance.com:9443".to_owned(),
             streams: vec![WsStream::Trade],
+            allow_plain_transport: false,
         }
     }
 }

@@ -295,3 +295,26 @@ give_up_after = "30s"
         assert!(error.contains(key), "{toml}: {error}");
     }
 }
+
+#[test]
+fn plain_transport_is_accepted_only_when_the_topology_allows_it() {
+    let rest = parse(
+        "symbols = [\"A\"]\n[source]\nkind = \"binance-rest\"\nbase_url = \"http://127.0.0.1:1\"\nallow_plain_transport = true",
+    );
+    let SourceConfig::BinanceRest(rest) = &rest.source else {
+        panic!("{:?}", rest.source)
+    };
+    assert!(rest.allow_plain_transport);
+    let ws = parse(
+        "symbols = [\"A\"]\n[source]\nkind = \"binance-ws\"\nbase_url = \"ws://127.0.0.1:1\"\nallow_plain_transport = true",
+    );
+    let SourceConfig::BinanceWs(ws) = &ws.source else {
+        panic!("{:?}", ws.source)
+    };
+    assert!(ws.allow_plain_transport);
+    let default = parse("symbols = [\"A\"]\n[source]\nkind = \"binance-rest\"");
+    let SourceConfig::BinanceRest(default) = &default.source else {
+        panic!("{:?}", default.source)
+    };
+    assert!(!default.allow_plain_transport, "TLS unless asked otherwise");
+}

@@ -68,12 +68,12 @@ const INVALID: &[(&str, &str, &str)] = &[
     (
         "symbols = [\"A\"]\n[[windows]]\nkind = \"count\"\nsize = 0",
         "windows[0].size",
-        "1 to 16777216",
+        "1 to 1000000 ticks (the cap)",
     ),
     (
         "symbols = [\"A\"]\n[[windows]]\nkind = \"count\"\nsize = 20000000",
         "windows[0].size",
-        "1 to 16777216",
+        "1 to 1000000 ticks (the cap)",
     ),
     (
         "symbols = [\"A\"]\n[[windows]]\nkind = \"count\"\nsize = 5\nmin_count = 6",
@@ -144,6 +144,21 @@ const INVALID: &[(&str, &str, &str)] = &[
         "symbols = [\"A\"]\n[source]\nkind = \"binance-rest\"\nbase_url = \"ftp://x\"",
         "source.base_url",
         "https://",
+    ),
+    (
+        "symbols = [\"A\"]\n[source]\nkind = \"binance-rest\"\nbase_url = \"http://127.0.0.1:1\"",
+        "source.base_url",
+        "source.allow_plain_transport = true",
+    ),
+    (
+        "symbols = [\"A\"]\n[source]\nkind = \"binance-ws\"\nbase_url = \"ws://127.0.0.1:1\"",
+        "source.base_url",
+        "plain ws:// (no TLS)",
+    ),
+    (
+        "symbols = [\"A\"]\n[source]\nkind = \"synthetic\"\nallow_plain_transport = true",
+        "source.allow_plain_transport",
+        "kind = \"binance-rest\" or \"binance-ws\"",
     ),
     (
         "symbols = [\"A\"]\n[source]\nkind = \"binance-rest\"\ninterval = \"0s\"",
@@ -299,6 +314,98 @@ fn every_rule_names_its_key() {
             "{toml}\n{message}\n(wanted {phrase:?})"
         );
     }
+}
+
+/// `n` time windows of distinct spans (1s, 2s, ...), as TOML.
+fn time_windows(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("[[windows]]\nkind = \"time\"\nspan = \"{i}s\"\n"))
+        .collect()
+}
+
+/// Every cap on what a topology makes enrich hold: the key, and the cap in the message.
+#[test]
+fn caps_name_their_key_and_the_cap() {
+    let count = |size: u32| format!("[[windows]]\nkind = \"count\"\nsize = {size}\n");
+    let many: Vec<String> = (0..=Topology::MAX_SYMBOLS)
+        .map(|i| format!("\"S{i}\""))
+        .collect();
+    let cases = [
+        (
+            format!("symbols = [\"A\"]\n{}", time_windows(17)),
+            "windows",
+            "lists 17 windows, the cap is 16",
+        ),
+        (
+            format!("symbols = [\"A\"]\n{}", count(1_000_001)),
+            "windows[0].size",
+            "1 to 1000000 ticks (the cap)",
+        ),
+        (
+            format!(
+                "symbols = [\"A\"]\n{}{}{}",
+                count(1_000_000),
+                count(999_999),
+                count(2)
+            ),
+            "windows",
+            "2000001 ticks in all (their sizes summed), the cap is 2000000",
+        ),
+        (
+            "symbols = [\"A\"]\n[[windows]]\nkind = \"time\"\nspan = \"169h\"".to_owned(),
+            "windows[0].span",
+            "is 169h: the cap is 168h (7 days)",
+        ),
+        (
+            "symbols = [\"A\"]\npin_symbols = false\nmax_symbols = 100001".to_owned(),
+            "max_symbols",
+            "is 100001: write 1 (the symbols listed, always kept) to 100000",
+        ),
+        (
+            "symbols = [\"A\", \"B\"]\npin_symbols = false\nmax_symbols = 1".to_owned(),
+            "max_symbols",
+            "is 1: write 2",
+        ),
+        (
+            "symbols = [\"A\"]\nmax_symbols = 50".to_owned(),
+            "max_symbols",
+            "applies with pin_symbols = false only",
+        ),
+        (
+            format!("symbols = [{}]", many.join(", ")),
+            "symbols",
+            "lists 100001 symbols, the cap is 100000",
+        ),
+    ];
+    for (toml, key, phrase) in &cases {
+        let e = error(toml);
+        assert_eq!(e.key(), Some(*key), "{e}");
+        let message = e.to_string();
+        assert!(message.contains(phrase), "{message}\n(wanted {phrase:?})");
+    }
+}
+
+/// A topology at every cap is accepted.
+#[test]
+fn a_topology_at_every_cap_is_valid() {
+    let symbols: Vec<String> = (0..Topology::MAX_SYMBOLS)
+        .map(|i| format!("\"S{i}\""))
+        .collect();
+    let toml = format!(
+        "symbols = [{}]\npin_symbols = false\nmax_symbols = {}\n\
+         [[windows]]\nkind = \"count\"\nsize = 1000000\n\
+         [[windows]]\nkind = \"count\"\nsize = 999999\n\
+         [[windows]]\nkind = \"count\"\nsize = 1\n\
+         [[windows]]\nkind = \"time\"\nspan = \"168h\"\n{}",
+        symbols.join(", "),
+        Topology::MAX_SYMBOLS,
+        time_windows(WindowConfig::MAX_WINDOWS - 4)
+    );
+    let t = Topology::from_str(&toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.windows.len(), WindowConfig::MAX_WINDOWS);
+    assert_eq!(t.max_symbols, Topology::MAX_SYMBOLS);
+    let unpinned = Topology::from_str("symbols = [\"A\"]\npin_symbols = false").expect("valid");
+    assert_eq!(unpinned.max_symbols, Topology::DEFAULT_MAX_SYMBOLS);
 }
 
 #[test]

@@ -64,10 +64,32 @@ fn symbols(t: &Topology) -> Check {
             "is empty: list at least one trading pair, e.g. symbols = [\"BTCUSDT\"]",
         );
     }
-    for (i, s) in t.symbols.iter().enumerate() {
-        if t.symbols[..i].contains(s) {
-            return fail("symbols", format!("lists {s} twice: remove one"));
-        }
+    let max = Topology::MAX_SYMBOLS;
+    if t.symbols.len() > max {
+        return fail(
+            "symbols",
+            format!(
+                "lists {} symbols, the cap is {max}: split them over several deployments",
+                t.symbols.len()
+            ),
+        );
+    }
+    // Sorted copy: a quadratic scan of 100,000 symbols would take seconds.
+    let mut sorted: Vec<_> = t.symbols.iter().collect();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+        return fail("symbols", format!("lists {} twice: remove one", pair[0]));
+    }
+    if !t.pin_symbols && !(t.symbols.len()..=max).contains(&t.max_symbols) {
+        return fail(
+            "max_symbols",
+            format!(
+                "is {}: write {} (the symbols listed, always kept) to {max}, e.g. {}",
+                t.max_symbols,
+                t.symbols.len(),
+                Topology::DEFAULT_MAX_SYMBOLS.max(t.symbols.len())
+            ),
+        );
     }
     Ok(())
 }
@@ -165,6 +187,17 @@ fn windows(windows: &[WindowConfig]) -> Check {
             "is empty: configure at least one, e.g. [[windows]] with kind = \"count\" and size = 20",
         );
     }
+    if windows.len() > WindowConfig::MAX_WINDOWS {
+        return fail(
+            "windows",
+            format!(
+                "lists {} windows, the cap is {} (every symbol keeps each one, and each emits \
+                 two events per tick): remove some",
+                windows.len(),
+                WindowConfig::MAX_WINDOWS
+            ),
+        );
+    }
     for (i, w) in windows.iter().enumerate() {
         let key = |field: &str| format!("windows[{i}].{field}");
         match *w {
@@ -173,7 +206,7 @@ fn windows(windows: &[WindowConfig]) -> Check {
                     return fail(
                         key("size"),
                         format!(
-                            "is {size}: a count window holds 1 to {} ticks, e.g. size = 20",
+                            "is {size}: a count window holds 1 to {} ticks (the cap), e.g. size = 20",
                             WindowConfig::MAX_COUNT_SIZE
                         ),
                     );
@@ -193,6 +226,16 @@ fn windows(windows: &[WindowConfig]) -> Check {
                 if span < Duration::from_millis(1) {
                     return fail(key("span"), "must be at least 1ms, e.g. span = \"5m\"");
                 }
+                if span > WindowConfig::MAX_SPAN {
+                    return fail(
+                        key("span"),
+                        format!(
+                            "is {}: the cap is 168h (7 days), as a time window holds every tick \
+                             of its span; e.g. span = \"24h\"",
+                            crate::duration::format_duration(span)
+                        ),
+                    );
+                }
                 if min_count == 0 {
                     return fail(key("min_count"), "must be at least 1; leave it out for 2");
                 }
@@ -205,6 +248,23 @@ fn windows(windows: &[WindowConfig]) -> Check {
                 format!("is the same window ({label}) as windows[{j}]: remove one"),
             );
         }
+    }
+    let count_ticks: u64 = windows
+        .iter()
+        .map(|w| match w {
+            WindowConfig::Count { size, .. } => u64::from(*size),
+            WindowConfig::Time { .. } => 0,
+        })
+        .sum();
+    if count_ticks > WindowConfig::MAX_COUNT_TICKS {
+        return fail(
+            "windows",
+            format!(
+                "count windows of {count_ticks} ticks in all (their sizes summed), the cap is {} \
+                 (24 bytes per tick and symbol once full): make some smaller",
+                WindowConfig::MAX_COUNT_TICKS
+            ),
+        );
     }
     Ok(())
 }
@@ -234,6 +294,21 @@ fn url(key: &str, url: &str, schemes: [&str; 2], example: &str) -> Check {
     }
 }
 
+/// A plain (unencrypted) `base_url` is refused unless the topology says
+/// `allow_plain_transport = true`: without TLS anyone on the path reads and rewrites prices.
+fn transport(url: &str, plain: &str, allowed: bool, secure_example: &str) -> Check {
+    if url.starts_with(plain) && !allowed {
+        return fail(
+            "source.base_url",
+            format!(
+                "{url:?} is plain {plain} (no TLS): write e.g. {secure_example:?}, or, for a \
+                 local test server only, set source.allow_plain_transport = true"
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn fraction(key: &str, v: f64, lo: f64, hi: f64, example: &str) -> Check {
     if !(v >= lo && v <= hi) {
         return fail(
@@ -251,6 +326,12 @@ fn source(t: &Topology) -> Check {
                 "source.base_url",
                 &s.base_url,
                 ["https://", "http://"],
+                "https://api.binance.com",
+            )?;
+            transport(
+                &s.base_url,
+                "http://",
+                s.allow_plain_transport,
                 "https://api.binance.com",
             )?;
             positive("source.interval", s.interval, "interval = \"3s\"")?;
@@ -276,6 +357,12 @@ fn source(t: &Topology) -> Check {
                 "source.base_url",
                 &s.base_url,
                 ["wss://", "ws://"],
+                "wss://stream.binance.com:9443",
+            )?;
+            transport(
+                &s.base_url,
+                "ws://",
+                s.allow_plain_transport,
                 "wss://stream.binance.com:9443",
             )?;
             if s.streams.is_empty() {
