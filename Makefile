@@ -14,7 +14,7 @@ export TICKSTREAM_MONGODB_URI ?= mongodb://127.0.0.1:$(TICKSTREAM_MONGODB_PORT)/
 
 CARGO ?= cargo
 
-.PHONY: help run deps services-up services-down services-status test check fmt lint unit compat build \
+.PHONY: help run deps services-up services-down services-status test check fmt lint unit compat build up-ui \
 	bench check-deploy up down
 
 help: ## list the targets
@@ -80,11 +80,15 @@ check-deploy: ## validate docker-compose.yml (Compose spec schema), .env.example
 	@scripts/check-deploy.sh
 
 # The full distributed stack in Docker (docker-compose.yml); needs Docker with the compose plugin.
-up: ## start the Docker stack: Kafka, MongoDB, ingest/enrich/sink, Kafdrop, Prometheus, Grafana
+up: ## start the Docker stack: Kafka, MongoDB, ingest/enrich/sink, Prometheus, Grafana
 	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 \
 		|| { echo "make up needs Docker with the compose plugin (docker compose); none found" >&2; exit 1; }
 	@[ -f .env ] || { echo "no .env: cp .env.example .env and set the passwords in it" >&2; exit 1; }
 	docker compose up -d --build
+
+up-ui: ## make up plus Kafdrop (profile "ui"; its image is not digest-pinned yet)
+	@$(MAKE) --no-print-directory up
+	docker compose --profile ui up -d kafdrop
 
 down: ## stop the Docker stack (volumes are kept; add -v by hand to drop them)
 	@command -v docker >/dev/null \
