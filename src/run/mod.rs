@@ -9,6 +9,7 @@ mod keyboard;
 mod output;
 mod view;
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,14 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tickstream_enrich::{Enrich, STORE_NAME};
+use tickstream_enrich::{Enrich, EnrichProcessor};
 use tickstream_ingest::{IngestMetrics, Source, binance_reachable};
 use tickstream_model::topology::{BinanceRestSource, SourceConfig, SyntheticSource};
-use tickstream_model::{EventKind, RecordFormat, Topology};
+use tickstream_model::{RecordFormat, Topology};
 use tickstream_sink::MongoUri;
 use tickstream_streams::private_fs::create_private_dir_all;
-use tickstream_streams::{InMemoryBroker, InMemoryStreams, StateDir, StoredRecord};
+use tickstream_streams::{
+    InMemoryBroker, InMemoryStreams, MemoryError, StateDir, StoredRecord, TopicCapacity,
+};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::common::{TopologyArg, init_logging_to};
@@ -66,6 +70,9 @@ pub struct Args {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The live view's refresh period.
 const REFRESH: Duration = Duration::from_secs(1);
+/// What each in-process topic may hold before its producer waits: a fraction of a second at
+/// 20,000 ticks/s, so memory stays flat at any rate and Ctrl-C has little left to write.
+const TOPIC_CAPACITY: TopicCapacity = TopicCapacity::DEFAULT;
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     create_private_dir_all(&args.data_dir)
@@ -151,6 +158,31 @@ async fn choose_source(topology: &mut Topology, args: &Args) -> anyhow::Result<S
     })
 }
 
+/// Asks every stage to stop: the source at once, enrich after committing what it processed.
+/// The sink then writes what reached it and ends with its input (see [`run`]).
+struct Stop {
+    flag: Arc<AtomicBool>,
+    tx: watch::Sender<bool>,
+}
+
+impl Stop {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            flag: Arc::new(AtomicBool::new(false)),
+            tx: watch::channel(false).0,
+        })
+    }
+
+    fn request(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.tx.send_replace(true);
+    }
+}
+
+/// Drain semantics, in pipeline order, each step awaited as an event, never a timer: the source
+/// ends (a replay file's end, or Ctrl-C) and its raw topics are closed; enrich ends when it has
+/// processed and committed everything of its closed input (on Ctrl-C: what it had read), and
+/// closes the derived and dead-letter topics; the sink ends when it has written all of those.
 async fn run(
     topology: Topology,
     args: Args,
@@ -158,35 +190,12 @@ async fn run(
     interactive: bool,
 ) -> anyhow::Result<()> {
     let topology = Arc::new(topology);
-    let broker = InMemoryBroker::new();
+    let broker = InMemoryBroker::with_capacity(TOPIC_CAPACITY);
+    let partitions = topology.topics.partitions.map_or(1, |p| p as usize);
     for topic in topology.raw_topics() {
-        broker.create_topic(topic, 1);
+        broker.create_topic(topic, partitions);
     }
-    for kind in EventKind::ALL {
-        broker.create_topic(topology.topic(kind), 1);
-    }
-
-    // The embedded mode starts from scratch: its inputs live in memory only, so window state
-    // from an earlier run would not match them.
-    let state_path = args.data_dir.join("state");
-    if state_path.exists() {
-        std::fs::remove_dir_all(&state_path)
-            .with_context(|| format!("clearing the old state in {}", state_path.display()))?;
-    }
-    let state = StateDir::open(&state_path, &topology.application_id)
-        .with_context(|| format!("opening the state dir {}", state_path.display()))?;
-    let enrich = Enrich::new(&topology).context("the topology's windows")?;
-    let raw_topics: Vec<&str> = topology.raw_topics();
-    let mut streams = InMemoryStreams::new(
-        Arc::clone(&broker),
-        &topology.application_id,
-        &raw_topics,
-        STORE_NAME,
-        Some(&state),
-        |_| enrich.processor(),
-    )
-    .context("starting enrich")?;
-
+    let mut streams = start_enrich(&topology, &args, &broker)?;
     let view = Arc::new(std::sync::Mutex::new(LiveView::new(
         source_banner,
         topology.windows.iter().map(|w| w.label()).collect(),
@@ -195,37 +204,130 @@ async fn run(
     let output = Output::open(
         &args.data_dir,
         &topology,
-        streams.dead_letter_topic(),
+        &broker,
         args.mongodb_uri.as_ref().map(MongoUri::expose),
     )
     .await
     .context("opening the outputs")?;
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
-
+    let stop = Stop::new();
+    let (stopper, keyboard) = watch_for_ctrl_c(interactive, Arc::clone(&stop))?;
     let enrich_thread = {
-        let shutdown = Arc::clone(&shutdown);
-        tokio::task::spawn_blocking(move || streams.run(&shutdown))
+        let stop = Arc::clone(&stop);
+        tokio::task::spawn_blocking(move || {
+            let result = streams.run(&stop.flag);
+            if result.is_err() {
+                stop.request();
+            }
+            result
+        })
     };
     let output_task = {
-        let (broker, view, shutdown) = (
-            Arc::clone(&broker),
-            Arc::clone(&view),
-            Arc::clone(&shutdown),
-        );
+        let (broker, view, stop) = (Arc::clone(&broker), Arc::clone(&view), Arc::clone(&stop));
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || output.follow(broker, view, shutdown, handle))
+        tokio::task::spawn_blocking(move || {
+            let result = output.follow(&broker, &view, &stop.flag, &handle);
+            if result.is_err() {
+                stop.request();
+            }
+            result
+        })
     };
     let source_task = tokio::spawn(feed(
         Arc::clone(&topology),
         Arc::clone(&broker),
-        stop_rx.clone(),
+        stop.tx.subscribe(),
     ));
-    let view_task = tokio::spawn(show(Arc::clone(&view), interactive, stop_rx));
+    let (view_stop, view_stopped) = watch::channel(false);
+    let view_task = tokio::spawn(show(Arc::clone(&view), interactive, view_stopped));
 
-    let shutdown_requested = crate::common::shutdown_signal()?;
-    // On a terminal Ctrl-C arrives as a key (see keyboard.rs); the guard restores the terminal.
+    let source_result = source_task.await;
+    for topic in topology.raw_topics() {
+        broker.close(topic);
+    }
+    info!("the source is done; enrich and the sink finish their input");
+    let enrich_result = enrich_thread.await;
+    let output_result = output_task.await;
+    stopper.abort();
+    let _ = stopper.await;
+    view_stop.send_replace(true);
+    let _ = view_task.await;
+    drop(keyboard);
+
+    let stopped = stop.flag.load(Ordering::Relaxed);
+    check_outcomes(stopped, source_result, enrich_result, output_result)?;
+    println!("stopped; results are in {}", args.data_dir.display());
+    Ok(())
+}
+
+type Joined<T, E> = Result<Result<T, E>, tokio::task::JoinError>;
+
+/// Logs how each stage ended; an error if any failed.
+fn check_outcomes(
+    stopped: bool,
+    source: Joined<(), anyhow::Error>,
+    enrich: Joined<(), MemoryError>,
+    output: Joined<(), anyhow::Error>,
+) -> anyhow::Result<()> {
+    let mut failed = false;
+    match source {
+        Ok(Ok(())) if stopped => info!("the source stopped"),
+        Ok(Ok(())) => info!("the source reached its end"),
+        Ok(Err(e)) => failed |= report("the source failed", &e),
+        Err(e) => bail!("the source task failed: {e}"),
+    }
+    match enrich {
+        Ok(Ok(())) if stopped => info!("enrich stopped after committing what it processed"),
+        Ok(Ok(())) => info!("enrich reached the end of its input"),
+        Ok(Err(e)) => failed |= report("enrich failed", &anyhow::Error::new(e)),
+        Err(e) => bail!("the enrich thread failed: {e}"),
+    }
+    match output {
+        Ok(Ok(())) => info!("the sink wrote everything it received"),
+        Ok(Err(e)) => failed |= report("writing results failed", &e),
+        Err(e) => bail!("the output task failed: {e}"),
+    }
+    if failed {
+        bail!("tickstream run stopped after an error (see the log)");
+    }
+    Ok(())
+}
+
+fn report(what: &str, error: &anyhow::Error) -> bool {
+    error!("{what}: {error:#}");
+    true
+}
+
+/// Enrich over the in-process transport, with the topology's dead-letter topic, commit interval
+/// and a fresh state dir: the embedded mode's inputs live in memory only, so window state from
+/// an earlier run would not match them.
+fn start_enrich(
+    topology: &Topology,
+    args: &Args,
+    broker: &Arc<InMemoryBroker>,
+) -> anyhow::Result<InMemoryStreams<EnrichProcessor>> {
+    let state_path = args.data_dir.join("state");
+    if state_path.exists() {
+        std::fs::remove_dir_all(&state_path)
+            .with_context(|| format!("clearing the old state in {}", state_path.display()))?;
+    }
+    let state = StateDir::open(&state_path, &topology.application_id)
+        .with_context(|| format!("opening the state dir {}", state_path.display()))?;
+    let enrich = Enrich::new(topology).context("the topology's windows")?;
+    let config = enrich.streams_config("in-process");
+    InMemoryStreams::new(Arc::clone(broker), &config, Some(&state), |_| {
+        enrich.processor()
+    })
+    .context("starting enrich")
+}
+
+/// Requests `stop` on SIGINT/SIGTERM, or — on a terminal — on Ctrl-C or `q` read as keys (see
+/// keyboard.rs; the guard restores the terminal when dropped).
+fn watch_for_ctrl_c(
+    interactive: bool,
+    stop: Arc<Stop>,
+) -> anyhow::Result<(JoinHandle<()>, Option<keyboard::KeyboardGuard>)> {
+    let signal = crate::common::shutdown_signal()?;
     let (quit_tx, mut quit_rx) = watch::channel(false);
     let keyboard = if interactive {
         keyboard::KeyboardGuard::capture()
@@ -235,56 +337,25 @@ async fn run(
     if let Some(keyboard) = &keyboard {
         keyboard.watch(quit_tx);
     }
-    let mut source_task = source_task;
-    let source_result = tokio::select! {
-        () = shutdown_requested => None,
-        _ = quit_rx.wait_for(|quit| *quit) => None,
-        result = &mut source_task => Some(result),
-    };
-    let _ = stop_tx.send(true);
-    // Let enrich and the outputs drain what the source produced before stopping them.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    shutdown.store(true, Ordering::Relaxed);
-
-    let mut failed = false;
-    if let Some(result) = source_result {
-        match result {
-            Ok(Ok(())) => info!("the source is exhausted"),
-            Ok(Err(e)) => {
-                error!("the source failed: {e:#}");
-                failed = true;
+    let stopper = tokio::spawn(async move {
+        let quit_key = async {
+            // Without a keyboard the sender is gone at once: that is no request to stop.
+            if quit_rx.wait_for(|quit| *quit).await.is_err() {
+                std::future::pending::<()>().await;
             }
-            Err(e) => bail!("the source task failed: {e}"),
+        };
+        tokio::select! {
+            () = signal => {}
+            () = quit_key => {}
         }
-    } else {
-        source_task.abort();
-    }
-    match enrich_thread.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            error!("enrich failed: {e}");
-            failed = true;
-        }
-        Err(e) => bail!("the enrich thread failed: {e}"),
-    }
-    match output_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            error!("writing results failed: {e:#}");
-            failed = true;
-        }
-        Err(e) => bail!("the output task failed: {e}"),
-    }
-    let _ = view_task.await;
-    drop(keyboard);
-    if failed {
-        bail!("tickstream run stopped after an error (see the log)");
-    }
-    println!("stopped; results are in {}", args.data_dir.display());
-    Ok(())
+        info!("stopping: the source stops, the rest commits and writes what it has");
+        stop.request();
+    });
+    Ok((stopper, keyboard))
 }
 
-/// Moves the source's ticks into the raw topic(s) until the source ends or `stop` is set.
+/// Moves the source's ticks into the raw topic(s), a batch at a time and waiting while the
+/// transport is full, until the source ends or `stop` is set.
 async fn feed(
     topology: Arc<Topology>,
     broker: Arc<InMemoryBroker>,
@@ -302,20 +373,26 @@ async fn feed(
             return Ok(());
         };
         let now = tickstream_ingest::metrics::now_ms();
+        let mut by_topic: BTreeMap<&str, Vec<StoredRecord>> = BTreeMap::new();
         for tick in ticks {
             let Some(topic) = topology.raw_topic_for(tick.symbol.as_str()) else {
                 warn!(symbol = %tick.symbol, "no raw topic for this symbol; tick dropped");
                 continue;
             };
-            let record = StoredRecord {
+            by_topic.entry(topic).or_default().push(StoredRecord {
                 key: Some(tick.symbol.as_str().as_bytes().to_vec()),
                 value: tick.encode(format),
                 timestamp: Some(now),
                 headers: Vec::new(),
-            };
-            broker
-                .produce(topic, vec![record])
-                .context("producing to the in-process transport")?;
+            });
+        }
+        for (topic, records) in by_topic {
+            tokio::select! {
+                produced = broker.produce_async(topic, records) => {
+                    produced.context("producing to the in-process transport")?;
+                }
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+            }
         }
     }
 }

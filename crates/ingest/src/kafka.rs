@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use rdkafka::ClientConfig;
-use rdkafka::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use tickstream_model::{RawTick, RecordFormat, Topology};
-use tickstream_streams::ClientLog;
+use tickstream_streams::{
+    ClientLog, SendError, client_config, kafka_millis, send_with_backpressure,
+};
 
 use crate::broker_watch::BrokerWatch;
 use crate::metrics::IngestMetrics;
@@ -105,15 +105,7 @@ impl DeliveryState {
 /// levels (`tickstream_streams::ClientLog`).
 pub struct DeliveryCounter(Arc<DeliveryState>);
 
-impl ClientContext for DeliveryCounter {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.0.log.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.0.log.error(&error, reason);
-    }
-}
+tickstream_streams::forward_client_log!(DeliveryCounter, 0.log);
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -188,34 +180,33 @@ impl KafkaTickSink {
         extra_settings: &[(String, String)],
     ) -> ClientConfig {
         let give_up_after = topology.processing.give_up_after;
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                Self::message_timeout(give_up_after).as_millis().to_string(),
-            )
-            .set(
-                "reconnect.backoff.max.ms",
-                Self::RECONNECT_BACKOFF_MAX.as_millis().to_string(),
-            )
-            // Kafka's default partitioner for keyed records (murmur2 of the key), as the Java
-            // client and kafka-python place them; librdkafka's default is CRC32.
-            .set("partitioner", "murmur2_random")
-            // Throughput: ~80-byte records in batches of up to 1 MB, 5 ms to fill them.
-            .set("linger.ms", "5")
-            .set("batch.size", "1000000")
-            .set("batch.num.messages", "100000")
-            .set("compression.type", topology.topics.compression.raw.as_str())
-            // What an outage buffers: a million ticks or 1 GiB; beyond, the source waits.
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576");
-        for (key, value) in extra_settings {
-            config.set(key, value);
-        }
-        config
+        client_config(
+            brokers,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                (
+                    "message.timeout.ms",
+                    &kafka_millis(Self::message_timeout(give_up_after)),
+                ),
+                (
+                    "reconnect.backoff.max.ms",
+                    &kafka_millis(Self::RECONNECT_BACKOFF_MAX),
+                ),
+                // Kafka's default partitioner for keyed records (murmur2 of the key), as the
+                // Java client and kafka-python place them; librdkafka's default is CRC32.
+                ("partitioner", "murmur2_random"),
+                // Throughput: ~80-byte records in batches of up to 1 MB, 5 ms to fill them.
+                ("linger.ms", "5"),
+                ("batch.size", "1000000"),
+                ("batch.num.messages", "100000"),
+                ("compression.type", topology.topics.compression.raw.as_str()),
+                // What an outage buffers: a million ticks or 1 GiB; beyond, the source waits.
+                ("queue.buffering.max.messages", "1000000"),
+                ("queue.buffering.max.kbytes", "1048576"),
+            ],
+            extra_settings,
+        )
     }
 
     /// A producer for `topology`'s raw topics on `brokers`; `extra_settings` (security
@@ -282,6 +273,8 @@ impl KafkaTickSink {
 
     /// Enqueues every tick (waiting while librdkafka's queue is full); fails on the first
     /// delivery failure reported so far.
+    // rdkafka hands a refused record back in its `Err`: that is the large variant.
+    #[allow(clippy::result_large_err)]
     pub async fn send_batch(&mut self, ticks: &[RawTick]) -> Result<(), SinkError> {
         self.check_failures()?;
         for tick in ticks {
@@ -294,24 +287,25 @@ impl KafkaTickSink {
                 })?;
             self.buffer.clear();
             tick.encode_into(self.format, &mut self.buffer);
-            let mut record = BaseRecord::to(topic).key(symbol).payload(&self.buffer);
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // Back-pressure: the background thread is draining the queue.
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        self.check_failures()?;
-                    }
-                    Err((source, _)) => {
-                        return Err(SinkError::Enqueue {
-                            topic: topic.to_owned(),
-                            source,
-                        });
-                    }
-                }
-            }
+            let record = BaseRecord::to(topic).key(symbol).payload(&self.buffer);
+            let this = &*self;
+            send_with_backpressure(
+                record,
+                |record| this.producer.send(record),
+                // Back-pressure: the background thread is draining the queue.
+                || async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    this.check_failures()
+                },
+            )
+            .await
+            .map_err(|error| match error {
+                SendError::Kafka(source) => SinkError::Enqueue {
+                    topic: topic.to_owned(),
+                    source,
+                },
+                SendError::Waiting(failure) => failure,
+            })?;
         }
         Ok(())
     }

@@ -13,7 +13,8 @@
 //! * [`Topology`]: the validated TOML topology file (symbols, topics, windows, source,
 //!   MongoDB names, processing settings); see the [`topology`] module for the schema.
 //!
-//! Pure logic: no I/O except [`Topology::from_path`] reading the file.
+//! Pure logic: no I/O except [`Topology::from_path`] reading the file, and [`clock`] reading
+//! the wall clock (the one clock every processor uses).
 //!
 //! # Example
 //!
@@ -62,6 +63,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod derived;
 pub mod duration;
 mod invalid;

@@ -20,16 +20,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use tickstream_model::Topology;
-use tickstream_streams::{ClientLog, Health, LoggingContext, Record, dlq_headers};
+use tickstream_streams::{
+    ClientLog, DeadLetterWriter, Health, LoggingContext, Record, client_config, dlq_headers,
+    kafka_millis,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -136,15 +139,7 @@ impl SinkContext {
     }
 }
 
-impl ClientContext for SinkContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&error, reason);
-    }
-}
+tickstream_streams::forward_client_log!(SinkContext, log);
 
 impl ConsumerContext for SinkContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
@@ -187,6 +182,7 @@ pub struct KafkaSink {
     metrics: Arc<SinkMetrics>,
     health: Arc<Health>,
     last_lag_update: Mutex<Option<Instant>>,
+    dead_letters: DeadLetterWriter,
 }
 
 /// Aborts the task when dropped: the Kafka probe ends with [`KafkaSink::run`], however it ends.
@@ -198,10 +194,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn millis(duration: Duration) -> String {
-    duration.as_millis().min(i32::MAX as u128).to_string()
-}
-
 impl KafkaSink {
     pub fn new(
         config: SinkConfig,
@@ -211,6 +203,7 @@ impl KafkaSink {
         health: Arc<Health>,
     ) -> Self {
         Self {
+            dead_letters: DeadLetterWriter::new(config.dead_letter_topic.clone()),
             config,
             mapper: DocumentMapper::new(topology),
             writer,
@@ -360,7 +353,7 @@ impl KafkaSink {
                 };
                 if let Some(joined) = joined {
                     in_flight = None;
-                    self.finish(joined, &mut done, &mut backoff).await?;
+                    self.finish(joined, &mut done).await?;
                     last_contact = Instant::now();
                 }
                 if batch.is_empty()
@@ -402,7 +395,7 @@ impl KafkaSink {
                 .is_some_and(|s| s.elapsed() >= self.config.batch_interval);
             if !batch.is_empty() && (stopping || due || batch.records >= self.config.batch_size) {
                 if let Some(task) = in_flight.take() {
-                    self.finish(task.await, &mut done, &mut backoff).await?;
+                    self.finish(task.await, &mut done).await?;
                 }
                 let full = std::mem::take(&mut batch);
                 in_flight = Some(tokio::spawn(write_acknowledged(
@@ -421,7 +414,7 @@ impl KafkaSink {
             }
             if stopping {
                 if let Some(task) = in_flight.take() {
-                    self.finish(task.await, &mut done, &mut backoff).await?;
+                    self.finish(task.await, &mut done).await?;
                 }
                 info!("sink stopped: in-flight batch written and committed");
                 return Ok(());
@@ -447,7 +440,6 @@ impl KafkaSink {
         &self,
         joined: Result<Result<(Batch, WriteReport), SinkError>, tokio::task::JoinError>,
         done: &mut Finish<'_>,
-        backoff: &mut Backoff,
     ) -> Result<(), SinkError> {
         let (batch, report) = joined
             .map_err(|e| SinkError::Config(format!("the MongoDB write task failed: {e}")))??;
@@ -467,8 +459,13 @@ impl KafkaSink {
                 message: rejected.message.clone(),
             });
         }
-        self.dead_letter(&dead_letters, done.producer, backoff, done.availability)
-            .await?;
+        self.dead_letter(
+            &dead_letters,
+            done.producer,
+            done.availability,
+            done.stop_rx,
+        )
+        .await?;
         {
             // Only partitions still assigned: a revoked one has a new owner, whose commits a
             // stale offset of ours must not overwrite (it re-reads what we wrote: duplicates).
@@ -517,62 +514,47 @@ impl KafkaSink {
         );
     }
 
-    /// Sends every dead letter and waits for the broker's acknowledgement, retrying: a record
-    /// whose offset is committed must be either in MongoDB or on the dead-letter topic. While
-    /// Kafka is away this waits (alive, not ready) until it answers or the sink gives up.
+    /// Sends every dead letter and waits for the broker's acknowledgement, by the one retry
+    /// rule (`tickstream_streams::DeadLetterWriter::deliver`): a record whose offset is
+    /// committed must be either in MongoDB or on the dead-letter topic. While Kafka is away
+    /// this waits (alive, not ready) until it answers, the sink gives up (`give_up_after`), or
+    /// — once stopping — the shutdown grace has passed: the batch is then not committed.
     async fn dead_letter(
         &self,
         dead_letters: &[DeadLetter],
         producer: &FutureProducer<LoggingContext>,
-        backoff: &mut Backoff,
         availability: &Availability,
+        stop_rx: &watch::Receiver<bool>,
     ) -> Result<(), SinkError> {
         let mut gave_up_rx = availability.gave_up();
         for letter in dead_letters {
-            let headers = dead_letter_headers(letter, &self.config.group_id);
-            loop {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic)
-                    .headers(headers.clone());
-                if let Some(key) = &letter.key {
-                    record = record.key(key.as_slice());
+            let outgoing = outgoing(letter, &self.config.group_id);
+            let deliver =
+                self.dead_letters
+                    .deliver(producer, &outgoing, stop_rx, self.config.shutdown_grace);
+            tokio::pin!(deliver);
+            let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+            let delivered = loop {
+                tokio::select! {
+                    delivered = &mut deliver => break delivered,
+                    _ = heartbeat.tick() => availability.heartbeat(),
+                    _ = gave_up_rx.changed() => check_gave_up(&gave_up_rx)?,
                 }
-                if let Some(value) = &letter.value {
-                    record = record.payload(value.as_slice());
-                }
-                let send = producer.send(record, Duration::from_secs(30));
-                tokio::pin!(send);
-                let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-                let outcome = loop {
-                    tokio::select! {
-                        outcome = &mut send => break outcome,
-                        _ = heartbeat.tick() => availability.heartbeat(),
-                        _ = gave_up_rx.changed() => check_gave_up(&gave_up_rx)?,
-                    }
-                };
-                match outcome {
-                    Ok(_) => {
-                        self.metrics
-                            .dead_letter_records
-                            .with_label_values(&[&letter.code])
-                            .inc();
-                        warn!(
-                            topic = %letter.topic,
-                            partition = letter.partition,
-                            offset = letter.offset,
-                            code = %letter.code,
-                            reason = %letter.message,
-                            "record sent to the dead-letter topic"
-                        );
-                        break;
-                    }
-                    Err((error, _)) => {
-                        warn!(%error, topic = %self.config.dead_letter_topic, "dead-letter send failed; retrying");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                }
-            }
+            };
+            delivered.map_err(|error| SinkError::Config(error.to_string()))?;
+            self.metrics
+                .dead_letter_records
+                .with_label_values(&[&letter.code])
+                .inc();
+            warn!(
+                topic = %letter.topic,
+                partition = letter.partition,
+                offset = letter.offset,
+                code = %letter.code,
+                reason = %letter.message,
+                "record sent to the dead-letter topic"
+            );
         }
-        backoff.reset();
         Ok(())
     }
 
@@ -647,22 +629,9 @@ impl KafkaSink {
     }
 }
 
-/// `defaults`, then the configured librdkafka settings, which win.
-fn client_config(config: &SinkConfig, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    for (key, value) in defaults {
-        client.set(*key, *value);
-    }
-    for (key, value) in &config.kafka_settings {
-        client.set(key, value);
-    }
-    client
-}
-
 fn consumer_config(config: &SinkConfig) -> ClientConfig {
     client_config(
-        config,
+        &config.brokers,
         &[
             ("group.id", &config.group_id),
             ("enable.auto.commit", "false"),
@@ -674,26 +643,34 @@ fn consumer_config(config: &SinkConfig) -> ClientConfig {
             ("heartbeat.interval.ms", "3000"),
             (
                 "topic.metadata.refresh.interval.ms",
-                &millis(TOPIC_METADATA_REFRESH),
+                &kafka_millis(TOPIC_METADATA_REFRESH),
             ),
-            ("reconnect.backoff.max.ms", &millis(RECONNECT_BACKOFF_MAX)),
+            (
+                "reconnect.backoff.max.ms",
+                &kafka_millis(RECONNECT_BACKOFF_MAX),
+            ),
         ],
+        &config.kafka_settings,
     )
 }
 
 fn dead_letter_config(config: &SinkConfig) -> ClientConfig {
     client_config(
-        config,
+        &config.brokers,
         &[
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("compression.type", &config.dead_letter_compression),
             (
                 "message.timeout.ms",
-                &millis(config.give_up_after + DELIVERY_MARGIN),
+                &kafka_millis(config.give_up_after + DELIVERY_MARGIN),
             ),
-            ("reconnect.backoff.max.ms", &millis(RECONNECT_BACKOFF_MAX)),
+            (
+                "reconnect.backoff.max.ms",
+                &kafka_millis(RECONNECT_BACKOFF_MAX),
+            ),
         ],
+        &config.kafka_settings,
     )
 }
 
@@ -714,11 +691,10 @@ fn check_gave_up(gave_up_rx: &watch::Receiver<Option<GaveUp>>) -> Result<(), Sin
     }
 }
 
-/// The dead letter's headers: the original record's own, then the reason (see
-/// `tickstream_streams::dlq_headers`). A reader that finds a name twice (a record that was
-/// already a dead letter once) takes the last: the sink's reason.
-fn dead_letter_headers(letter: &DeadLetter, application: &str) -> OwnedHeaders {
-    let reasons = dlq_headers::headers(
+/// What goes to the dead-letter topic for `letter`: its bytes, its original headers, then the
+/// sink's reason (see `tickstream_streams::DeadLetter`).
+fn outgoing<'a>(letter: &'a DeadLetter, application: &str) -> tickstream_streams::DeadLetter<'a> {
+    let reason = dlq_headers::headers(
         &letter.code,
         &letter.message,
         &letter.topic,
@@ -726,16 +702,17 @@ fn dead_letter_headers(letter: &DeadLetter, application: &str) -> OwnedHeaders {
         letter.offset,
         application,
     );
-    let headers = match &letter.headers {
-        Some(original) => original.clone(),
-        None => OwnedHeaders::new_with_capacity(reasons.len()),
-    };
-    reasons.iter().fold(headers, |headers, (key, value)| {
-        headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        })
-    })
+    tickstream_streams::DeadLetter::new(
+        letter.key.as_deref(),
+        letter.value.as_deref(),
+        letter.headers.clone(),
+        &reason,
+    )
+}
+
+#[cfg(test)]
+fn dead_letter_headers(letter: &DeadLetter, application: &str) -> rdkafka::message::OwnedHeaders {
+    outgoing(letter, application).headers
 }
 
 /// Every second: do the brokers answer, and do the subscribed topics exist? Updates
@@ -799,41 +776,29 @@ fn probe_topics(consumer: &SinkConsumer, topics: &[String]) -> Result<Vec<String
 fn push_message(batch: &mut Batch, mapper: &DocumentMapper, message: &BorrowedMessage<'_>) {
     batch.push(
         mapper,
-        &Record {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
-            key: message.key(),
-            value: message.payload(),
-        },
+        &Record::from_message(message),
         message.headers().map(|headers| headers.detach()),
     );
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    tickstream_model::clock::since_epoch().as_nanos() as u64
 }
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::message::Headers;
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
 
     use super::*;
 
+    /// Each header's name and value, as text.
     fn header_list(headers: &OwnedHeaders) -> Vec<(String, Option<String>)> {
-        headers
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_owned(),
-                    h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
-                )
-            })
-            .collect()
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let mut list = Vec::with_capacity(headers.count());
+        for header in headers.iter() {
+            list.push((header.key.to_owned(), header.value.map(text)));
+        }
+        list
     }
 
     fn letter(headers: Option<OwnedHeaders>) -> DeadLetter {
@@ -851,16 +816,16 @@ mod tests {
 
     #[test]
     fn client_settings_follow_the_topology() {
-        let topology = Topology::from_str(
-            r#"
-            symbols = ["BTCUSDT"]
-            [topics]
-            compression = { raw = "none", derived = "zstd" }
-            [processing]
-            give_up_after = "45s"
-            "#,
-        )
-        .expect("valid topology");
+        // Dead letters carry derived events' codec; the outage bound is 45 s.
+        let toml = [
+            r#"symbols = ["BTCUSDT"]"#,
+            "[topics]",
+            r#"compression = { raw = "none", derived = "zstd" }"#,
+            "[processing]",
+            r#"give_up_after = "45s""#,
+        ]
+        .join("\n");
+        let topology = Topology::from_str(&toml).expect("valid topology");
         let config = SinkConfig::from_topology(&topology, "b:9092");
         let producer = dead_letter_config(&config);
         assert_eq!(

@@ -67,11 +67,16 @@ pub use config::{
 };
 pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
+pub use kafka::client::{client_config, kafka_millis};
+pub use kafka::dead_letter::{DeadLetter, DeadLetterError, DeadLetterWriter, retry_delay};
+pub use kafka::produce::{SendError, send_with_backpressure};
 pub use kafka::{
     ExistingTopic, KafkaStreams, ProcessorFactory, StreamsError, TopicRole, TopicSpec, TopicState,
     create_topics, describe_topics,
 };
-pub use memory::{InMemoryBroker, InMemoryStreams, MemoryError, StoredRecord};
+pub use memory::{
+    Fetched, InMemoryBroker, InMemoryStreams, MemoryError, StoredRecord, TopicCapacity, TopicUsage,
+};
 pub use metrics::{Health, MetricsRegistry, StreamsMetrics};
 pub use processor::{
     Collector, Emitted, ProcessError, Processor, ProcessorContext, PunctuationType, Record,

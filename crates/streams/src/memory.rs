@@ -1,23 +1,35 @@
-//! The in-process transport: topics, partitions, offsets and keys in memory, with the same
-//! contract the Kafka transport gives a processor — a task per partition number, per-key
-//! order, outputs and state changes visible together at each commit or not at all.
+//! The in-process transport: topics, partitions, offsets and keys in memory, with the contract
+//! the Kafka transport gives a processor — produce, then per **reader group** poll and commit —
+//! so the same processing loops can run on either.
 //!
-//! It runs the very [`StreamTask`]s the Kafka transport runs, so a processor tested here
-//! behaves the same on Kafka, and the all-in-one embedded mode needs no broker. It is not a
-//! broker: nothing survives the process, and a single [`InMemoryStreams`] owns every
-//! partition of its inputs (no group, no rebalancing).
+//! Its contract, before its API:
+//!
+//! * **Bounded.** A record is kept until every group subscribed to its topic has committed past
+//!   it, then released. Each topic holds at most [`TopicCapacity`] of retained records (a
+//!   produce that finds the topic at its cap waits for readers to commit: back-pressure on the
+//!   producer, never growth). A topic nobody subscribed to keeps its records up to the cap, so
+//!   subscribe the readers before producing.
+//! * **Per-key order.** A keyed record goes to the partition Kafka's default partitioner gives
+//!   its key ([`crate::partitioner`]); a batch is appended atomically.
+//! * **End of stream.** A producer [`InMemoryBroker::close`]s its topic when it will produce
+//!   nothing more (a replay file ended, the pipeline stops); a group that has read everything of
+//!   a closed topic's partition is told so ([`Fetched::end_of_partition`]), which is how each
+//!   stage learns that its input is complete. Kafka has no such end; a live source never closes.
+//! * **Not a broker**: nothing survives the process; a group that leaves
+//!   ([`InMemoryBroker::leave`]) stops holding records back.
+//!
+//! [`InMemoryStreams`] runs the very [`crate::StreamTask`]s the Kafka transport runs over it.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+mod streams;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::dlq_headers;
-use crate::processor::{Collector, Processor, Record, TaskId};
-use crate::store::{KeyValueStore, StateDir, StoreError};
-use crate::task::{Outcome, StreamTask};
+use crate::partitioner::partition_for;
+use crate::store::StoreError;
+
+pub use streams::InMemoryStreams;
 
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,20 +40,68 @@ pub struct StoredRecord {
     pub headers: Vec<(String, String)>,
 }
 
-#[derive(Default)]
-struct Topics {
-    partitions: HashMap<String, Vec<Vec<StoredRecord>>>,
+impl StoredRecord {
+    /// What the record costs the transport's byte cap: key, value and headers.
+    fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
-/// Topics in memory, shared by producers and [`InMemoryStreams`] instances of one process.
-#[derive(Default)]
-pub struct InMemoryBroker {
-    topics: Mutex<Topics>,
-    /// Signalled on every append, so idle readers wake up instead of polling.
-    appended: Condvar,
+/// How much one topic may retain (records some subscribed group has not committed yet) before
+/// producers wait. A produce is admitted while the topic is below both limits, so a topic holds
+/// at most the cap plus one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicCapacity {
+    pub records: usize,
+    pub bytes: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+impl TopicCapacity {
+    /// 16,384 records or 16 MiB per topic: under a second of 20,000 ticks/s, a few MiB.
+    pub const DEFAULT: Self = Self {
+        records: 16_384,
+        bytes: 16 << 20,
+    };
+}
+
+impl Default for TopicCapacity {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What a topic retains now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicUsage {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+/// Records one poll returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The offset of `records[0]`: the group's position before the poll.
+    pub first_offset: i64,
+    pub records: Vec<StoredRecord>,
+    /// The topic is closed and the group has now read all of this partition: nothing more
+    /// will ever come.
+    pub end_of_partition: bool,
+}
+
+impl Fetched {
+    /// The group's position after this poll: what to commit once the records are processed.
+    pub fn next_offset(&self) -> i64 {
+        self.first_offset + self.records.len() as i64
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
     #[error("topic {0:?} does not exist: create it first (InMemoryBroker::create_topic)")]
     UnknownTopic(String),
@@ -51,71 +111,333 @@ pub enum MemoryError {
         partitions: usize,
         asked: i32,
     },
+    #[error("group {group:?} does not read topic {topic:?}: subscribe it first")]
+    NotSubscribed { group: String, topic: String },
+    #[error("topic {0:?} is closed (its producer said it ended): nothing more can be produced")]
+    Closed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One partition's retained records: offsets `base..base + records.len()`.
+#[derive(Default)]
+struct PartitionLog {
+    base: i64,
+    records: VecDeque<StoredRecord>,
+}
+
+impl PartitionLog {
+    fn end(&self) -> i64 {
+        self.base + self.records.len() as i64
+    }
+}
+
+/// A group's place in one partition.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// Next offset to hand out by `poll`.
+    position: i64,
+    /// Everything below it is processed: released once every group is past it.
+    committed: i64,
+}
+
+struct TopicLog {
+    partitions: Vec<PartitionLog>,
+    groups: BTreeMap<String, Vec<Cursor>>,
+    usage: TopicUsage,
+    closed: bool,
+}
+
+impl TopicLog {
+    fn partition(&self, topic: &str, partition: i32) -> Result<usize, MemoryError> {
+        usize::try_from(partition)
+            .ok()
+            .filter(|p| *p < self.partitions.len())
+            .ok_or_else(|| MemoryError::UnknownPartition {
+                topic: topic.to_owned(),
+                partitions: self.partitions.len(),
+                asked: partition,
+            })
+    }
+
+    /// Drops the records of `partition` every group has committed; whether any went.
+    fn release(&mut self, partition: usize) -> bool {
+        let Some(oldest) = self.groups.values().map(|c| c[partition].committed).min() else {
+            return false;
+        };
+        let log = &mut self.partitions[partition];
+        let mut released = false;
+        while log.base < oldest {
+            let Some(record) = log.records.pop_front() else {
+                break;
+            };
+            log.base += 1;
+            self.usage.records -= 1;
+            self.usage.bytes -= record.size();
+            released = true;
+        }
+        released
+    }
+}
+
+#[derive(Default)]
+struct Topics {
+    by_name: HashMap<String, TopicLog>,
+    /// Bumped on every append and close, so a reader can wait for "anything new since".
+    generation: u64,
+}
+
+impl Topics {
+    fn get(&mut self, topic: &str) -> Result<&mut TopicLog, MemoryError> {
+        self.by_name
+            .get_mut(topic)
+            .ok_or_else(|| MemoryError::UnknownTopic(topic.to_owned()))
+    }
+}
+
+/// Topics in memory, shared by the producers and reader groups of one process.
+pub struct InMemoryBroker {
+    topics: Mutex<Topics>,
+    capacity: TopicCapacity,
+    /// Signalled on appends, releases and closes: wakes idle readers and blocked producers.
+    changed: Condvar,
+    /// The same for producers waiting asynchronously.
+    room: tokio::sync::Notify,
 }
 
 impl InMemoryBroker {
+    /// A broker with [`TopicCapacity::DEFAULT`].
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_capacity(TopicCapacity::DEFAULT)
+    }
+
+    pub fn with_capacity(capacity: TopicCapacity) -> Arc<Self> {
+        Arc::new(Self {
+            topics: Mutex::default(),
+            capacity,
+            changed: Condvar::new(),
+            room: tokio::sync::Notify::new(),
+        })
     }
 
     fn topics(&self) -> MutexGuard<'_, Topics> {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn notify(&self) {
+        self.changed.notify_all();
+        self.room.notify_waiters();
+    }
+
     /// Creates `name` with `partitions` partitions; an existing topic is left as it is.
     pub fn create_topic(&self, name: &str, partitions: usize) {
         self.topics()
-            .partitions
+            .by_name
             .entry(name.to_owned())
-            .or_insert_with(|| vec![Vec::new(); partitions.max(1)]);
+            .or_insert_with(|| TopicLog {
+                partitions: (0..partitions.max(1))
+                    .map(|_| PartitionLog::default())
+                    .collect(),
+                groups: BTreeMap::new(),
+                usage: TopicUsage::default(),
+                closed: false,
+            });
     }
 
     pub fn partition_count(&self, topic: &str) -> Result<usize, MemoryError> {
-        self.topics()
+        Ok(self.topics().get(topic)?.partitions.len())
+    }
+
+    /// What `topic` retains now (bounded by the capacity plus one batch).
+    pub fn usage(&self, topic: &str) -> Result<TopicUsage, MemoryError> {
+        Ok(self.topics().get(topic)?.usage)
+    }
+
+    /// Makes `group` a reader of `topic`, from the earliest retained record of each partition;
+    /// from now on `topic` keeps every record until `group` commits past it. Subscribing twice
+    /// changes nothing.
+    pub fn subscribe(&self, group: &str, topic: &str) -> Result<(), MemoryError> {
+        let mut topics = self.topics();
+        let log = topics.get(topic)?;
+        let cursors = log
             .partitions
-            .get(topic)
-            .map(Vec::len)
-            .ok_or_else(|| MemoryError::UnknownTopic(topic.to_owned()))
+            .iter()
+            .map(|p| Cursor {
+                position: p.base,
+                committed: p.base,
+            })
+            .collect();
+        log.groups.entry(group.to_owned()).or_insert(cursors);
+        Ok(())
     }
 
-    /// The partition a key goes to: the same key always lands in the same partition.
-    fn partition_for(key: Option<&[u8]>, partitions: usize, fallback: usize) -> usize {
-        match key {
-            Some(key) => {
-                let mut hasher = DefaultHasher::new();
-                key.hash(&mut hasher);
-                (hasher.finish() % partitions as u64) as usize
+    /// `group` stops reading every topic: what it held back is released.
+    pub fn leave(&self, group: &str) {
+        let mut topics = self.topics();
+        for log in topics.by_name.values_mut() {
+            if log.groups.remove(group).is_some() {
+                for partition in 0..log.partitions.len() {
+                    log.release(partition);
+                }
             }
-            None => fallback % partitions,
         }
+        drop(topics);
+        self.notify();
     }
 
-    /// Appends records to `topic` atomically (all visible together); returns each one's
-    /// `(partition, offset)`.
+    /// Appends `records` if `topic` has room (taking them out of `records`); `None`: full.
+    fn try_append(
+        &self,
+        topic: &str,
+        records: &mut Vec<StoredRecord>,
+    ) -> Result<Option<Vec<(i32, i64)>>, MemoryError> {
+        let mut topics = self.topics();
+        let log = topics.get(topic)?;
+        if log.closed {
+            return Err(MemoryError::Closed(topic.to_owned()));
+        }
+        if log.usage.records >= self.capacity.records || log.usage.bytes >= self.capacity.bytes {
+            return Ok(None);
+        }
+        let count = log.partitions.len();
+        let mut positions = Vec::with_capacity(records.len());
+        for (i, record) in std::mem::take(records).into_iter().enumerate() {
+            let partition = match record.key.as_deref() {
+                Some(key) => partition_for(key, count as i32) as usize,
+                None => i % count,
+            };
+            log.usage.records += 1;
+            log.usage.bytes += record.size();
+            let partition_log = &mut log.partitions[partition];
+            positions.push((partition as i32, partition_log.end()));
+            partition_log.records.push_back(record);
+        }
+        topics.generation += 1;
+        drop(topics);
+        self.changed.notify_all();
+        Ok(Some(positions))
+    }
+
+    /// Appends records to `topic` atomically (all visible together), waiting while the topic
+    /// is at its capacity; returns each one's `(partition, offset)`.
     pub fn produce(
         &self,
         topic: &str,
-        records: Vec<StoredRecord>,
+        mut records: Vec<StoredRecord>,
     ) -> Result<Vec<(i32, i64)>, MemoryError> {
-        let mut topics = self.topics();
-        let partitions = topics
-            .partitions
-            .get_mut(topic)
-            .ok_or_else(|| MemoryError::UnknownTopic(topic.to_owned()))?;
-        let count = partitions.len();
-        let mut positions = Vec::with_capacity(records.len());
-        for (i, record) in records.into_iter().enumerate() {
-            let partition = Self::partition_for(record.key.as_deref(), count, i);
-            let log = &mut partitions[partition];
-            positions.push((partition as i32, log.len() as i64));
-            log.push(record);
+        loop {
+            if let Some(positions) = self.try_append(topic, &mut records)? {
+                return Ok(positions);
+            }
+            let topics = self.topics();
+            let full = topics.by_name.get(topic).is_some_and(|log| {
+                !log.closed
+                    && (log.usage.records >= self.capacity.records
+                        || log.usage.bytes >= self.capacity.bytes)
+            });
+            if full {
+                // Bounded so that a missed wake-up costs a moment, not a hang.
+                let _ = self
+                    .changed
+                    .wait_timeout(topics, Duration::from_millis(100));
+            }
         }
-        drop(topics);
-        self.appended.notify_all();
-        Ok(positions)
     }
 
-    /// Up to `max` records of `topic`/`partition` from `offset` on.
+    /// [`Self::produce`] for async producers: waits for room without blocking a thread.
+    pub async fn produce_async(
+        &self,
+        topic: &str,
+        mut records: Vec<StoredRecord>,
+    ) -> Result<Vec<(i32, i64)>, MemoryError> {
+        loop {
+            // Registered before looking, so a release in between is not missed.
+            let mut room = std::pin::pin!(self.room.notified());
+            room.as_mut().enable();
+            if let Some(positions) = self.try_append(topic, &mut records)? {
+                return Ok(positions);
+            }
+            room.await;
+        }
+    }
+
+    /// Says `topic` will get no more records: readers that read it all see the end.
+    pub fn close(&self, topic: &str) {
+        let mut topics = self.topics();
+        if let Some(log) = topics.by_name.get_mut(topic) {
+            log.closed = true;
+        }
+        topics.generation += 1;
+        drop(topics);
+        self.notify();
+    }
+
+    /// Up to `max` records of `topic`/`partition` from `group`'s position on; the position
+    /// moves past them (they still count as unprocessed until [`Self::commit`]).
+    pub fn poll(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        max: usize,
+    ) -> Result<Fetched, MemoryError> {
+        let mut topics = self.topics();
+        let log = topics.get(topic)?;
+        let index = log.partition(topic, partition)?;
+        let closed = log.closed;
+        let cursor = log
+            .groups
+            .get_mut(group)
+            .map(|cursors| &mut cursors[index])
+            .ok_or_else(|| MemoryError::NotSubscribed {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+            })?;
+        let partition_log = &log.partitions[index];
+        let first_offset = cursor.position.max(partition_log.base);
+        let start = (first_offset - partition_log.base) as usize;
+        let end = (start + max).min(partition_log.records.len());
+        let records: Vec<StoredRecord> = partition_log.records.range(start..end).cloned().collect();
+        cursor.position = first_offset + records.len() as i64;
+        Ok(Fetched {
+            first_offset,
+            end_of_partition: closed && cursor.position == partition_log.end(),
+            records,
+        })
+    }
+
+    /// `group` has processed `topic`/`partition` below `next_offset`: records every group has
+    /// committed are released, and producers waiting for room go on.
+    pub fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), MemoryError> {
+        let mut topics = self.topics();
+        let log = topics.get(topic)?;
+        let index = log.partition(topic, partition)?;
+        let end = log.partitions[index].end();
+        let cursor = log
+            .groups
+            .get_mut(group)
+            .map(|cursors| &mut cursors[index])
+            .ok_or_else(|| MemoryError::NotSubscribed {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+            })?;
+        cursor.committed = cursor.committed.max(next_offset.min(end));
+        let released = log.release(index);
+        drop(topics);
+        if released {
+            self.notify();
+        }
+        Ok(())
+    }
+
+    /// Up to `max` retained records of `topic`/`partition` from `offset` on, outside any group
+    /// (inspection and tests): released records are gone, so it starts at the earliest retained.
     pub fn read(
         &self,
         topic: &str,
@@ -123,264 +445,29 @@ impl InMemoryBroker {
         offset: i64,
         max: usize,
     ) -> Result<Vec<StoredRecord>, MemoryError> {
+        let mut topics = self.topics();
+        let log = topics.get(topic)?;
+        let partition_log = &log.partitions[log.partition(topic, partition)?];
+        let start = (offset.max(partition_log.base) - partition_log.base) as usize;
+        let start = start.min(partition_log.records.len());
+        let end = start.saturating_add(max).min(partition_log.records.len());
+        Ok(partition_log.records.range(start..end).cloned().collect())
+    }
+
+    /// A token for [`Self::wait_for_change`]: "what I have looked at".
+    pub fn generation(&self) -> u64 {
+        self.topics().generation
+    }
+
+    /// Waits until something was appended or closed after `seen` ([`Self::generation`]), or
+    /// `timeout` passes.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) {
         let topics = self.topics();
-        let partitions = topics
-            .partitions
-            .get(topic)
-            .ok_or_else(|| MemoryError::UnknownTopic(topic.to_owned()))?;
-        let log = usize::try_from(partition)
-            .ok()
-            .and_then(|p| partitions.get(p))
-            .ok_or_else(|| MemoryError::UnknownPartition {
-                topic: topic.to_owned(),
-                partitions: partitions.len(),
-                asked: partition,
-            })?;
-        let start = usize::try_from(offset).unwrap_or(0).min(log.len());
-        Ok(log[start..(start + max).min(log.len())].to_vec())
-    }
-
-    /// Waits until something is appended anywhere, or `timeout` passes.
-    pub fn wait_for_append(&self, timeout: Duration) {
-        let topics = self.topics();
-        let _ = self.appended.wait_timeout(topics, timeout);
-    }
-}
-
-/// Outputs of a batch, held back until it commits.
-#[derive(Default)]
-struct PendingOutputs {
-    by_topic: BTreeMap<String, Vec<StoredRecord>>,
-}
-
-impl Collector for PendingOutputs {
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
-        self.by_topic
-            .entry(topic.to_owned())
-            .or_default()
-            .push(StoredRecord {
-                key: key.map(<[u8]>::to_vec),
-                value: value.to_vec(),
-                timestamp,
-                headers: Vec::new(),
-            });
-    }
-}
-
-/// Records read per partition per turn.
-const BATCH: usize = 1024;
-
-/// A streams application over an [`InMemoryBroker`]: every partition of `source_topics`, one
-/// task per partition number, commit after each turn.
-pub struct InMemoryStreams<P: Processor> {
-    broker: Arc<InMemoryBroker>,
-    application_id: String,
-    source_topics: Vec<String>,
-    dead_letter_topic: String,
-    tasks: BTreeMap<TaskId, StreamTask<P>>,
-    /// Next offset per (topic, partition): what has been committed.
-    offsets: HashMap<(String, i32), i64>,
-}
-
-impl<P: Processor> InMemoryStreams<P> {
-    /// Tasks for every partition of the (co-partitioned) `source_topics`, with stores in
-    /// `state` (sled) or in memory when `state` is `None`.
-    pub fn new(
-        broker: Arc<InMemoryBroker>,
-        application_id: &str,
-        source_topics: &[&str],
-        store_name: &str,
-        state: Option<&StateDir>,
-        factory: impl Fn(TaskId) -> P,
-    ) -> Result<Self, StoreError> {
-        let partitions = source_topics
-            .iter()
-            .filter_map(|t| broker.partition_count(t).ok())
-            .max()
-            .unwrap_or(1);
-        let dead_letter_topic = format!("{application_id}.dlq");
-        broker.create_topic(&dead_letter_topic, partitions);
-        let mut tasks = BTreeMap::new();
-        for partition in 0..partitions as i32 {
-            let id = TaskId(partition);
-            let store = match state {
-                Some(state) => KeyValueStore::persistent(state.task_tree(store_name, partition)?),
-                None => KeyValueStore::in_memory(store_name),
-            };
-            tasks.insert(id, StreamTask::new(id, factory(id), store));
-        }
-        Ok(Self {
-            broker,
-            application_id: application_id.to_owned(),
-            source_topics: source_topics.iter().map(|t| (*t).to_owned()).collect(),
-            dead_letter_topic,
-            tasks,
-            offsets: HashMap::new(),
-        })
-    }
-
-    /// Where rejected records go: `<application_id>.dlq`.
-    pub fn dead_letter_topic(&self) -> &str {
-        &self.dead_letter_topic
-    }
-
-    /// Processes what is available (up to a batch per partition) and commits it: outputs and
-    /// dead letters become visible and state changes are applied together. Returns how many
-    /// input records were processed.
-    pub fn run_once(&mut self) -> Result<usize, StoreError> {
-        let mut outputs = PendingOutputs::default();
-        let mut processed = 0;
-        for task in self.tasks.values_mut() {
-            let partition = task.id().0;
-            for topic in &self.source_topics {
-                let offset = self
-                    .offsets
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or(0);
-                let Ok(records) = self.broker.read(topic, partition, offset, BATCH) else {
-                    continue;
-                };
-                for (i, stored) in records.iter().enumerate() {
-                    let record = Record {
-                        topic,
-                        partition,
-                        offset: offset + i as i64,
-                        timestamp: stored.timestamp,
-                        key: stored.key.as_deref(),
-                        value: Some(&stored.value),
-                    };
-                    if let Outcome::Rejected(rejection) = task.process(&record, &mut outputs)? {
-                        outputs
-                            .by_topic
-                            .entry(self.dead_letter_topic.clone())
-                            .or_default()
-                            .push(StoredRecord {
-                                key: stored.key.clone(),
-                                value: stored.value.clone(),
-                                timestamp: stored.timestamp,
-                                headers: dlq_headers::for_rejection(
-                                    &record,
-                                    &rejection,
-                                    &self.application_id,
-                                )
-                                .map(|(name, value)| (name.to_owned(), value))
-                                .to_vec(),
-                            });
-                    }
-                }
-                processed += records.len();
-            }
-        }
-        // Commit: state first (it only ever holds what the outputs reflect), then outputs,
-        // then positions.
-        for task in self.tasks.values_mut() {
-            let changes = task.store().dirty_changes();
-            task.store_mut().commit(&changes, None)?;
-            task.committed();
-            for (topic, position) in task.positions() {
-                self.offsets.insert((topic.clone(), task.id().0), *position);
-            }
-        }
-        for (topic, records) in outputs.by_topic {
-            self.broker.create_topic(&topic, self.tasks.len());
-            // The topic was just created if missing, so producing cannot fail.
-            let _ = self.broker.produce(&topic, records);
-        }
-        Ok(processed)
-    }
-
-    /// Runs until `shutdown` is set, sleeping on the broker while there is nothing to do.
-    pub fn run(&mut self, shutdown: &AtomicBool) -> Result<(), StoreError> {
-        while !shutdown.load(Ordering::Relaxed) {
-            if self.run_once()? == 0 {
-                self.broker.wait_for_append(Duration::from_millis(100));
-            }
-        }
-        Ok(())
+        let _ = self
+            .changed
+            .wait_timeout_while(topics, timeout, |t| t.generation == seen);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::counting::CountingProcessor;
-
-    fn record(key: Option<&str>, value: &str) -> StoredRecord {
-        StoredRecord {
-            key: key.map(|k| k.as_bytes().to_vec()),
-            value: value.into(),
-            timestamp: Some(1),
-            headers: vec![],
-        }
-    }
-
-    #[test]
-    fn the_same_processor_runs_per_partition_with_per_key_order_and_dead_letters() {
-        let broker = InMemoryBroker::new();
-        broker.create_topic("words", 3);
-        let keys = ["a", "b", "c", "d", "e"];
-        let inputs: Vec<_> = (0..50).map(|i| record(Some(keys[i % 5]), "x")).collect();
-        broker.produce("words", inputs).expect("topic exists");
-        broker
-            .produce("words", vec![record(None, "keyless")])
-            .expect("topic exists");
-
-        let mut streams = InMemoryStreams::new(
-            Arc::clone(&broker),
-            "app",
-            &["words"],
-            "counts",
-            None,
-            |_| CountingProcessor::new("counts"),
-        )
-        .expect("in-memory stores");
-        assert_eq!(streams.run_once().expect("run"), 51);
-        assert_eq!(
-            streams.run_once().expect("run"),
-            0,
-            "committed records are not read again"
-        );
-
-        let mut last_count: HashMap<Vec<u8>, u64> = HashMap::new();
-        for partition in 0..3 {
-            for out in broker
-                .read("counts", partition, 0, usize::MAX)
-                .expect("counts")
-            {
-                let text = String::from_utf8_lossy(&out.value).into_owned();
-                let count: u64 = text
-                    .rsplit_once('@')
-                    .and_then(|(_, count)| count.parse().ok())
-                    .expect("value@count");
-                let previous = last_count
-                    .insert(out.key.clone().expect("keyed"), count)
-                    .unwrap_or(0);
-                assert_eq!(
-                    count,
-                    previous + 1,
-                    "counts per key arrive in order, each once"
-                );
-            }
-        }
-        assert!(last_count.values().all(|&c| c == 10), "{last_count:?}");
-
-        let dead: Vec<_> = (0..3)
-            .flat_map(|p| broker.read("app.dlq", p, 0, 10).expect("dlq"))
-            .collect();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].value, b"keyless");
-        assert!(
-            dead[0]
-                .headers
-                .contains(&(dlq_headers::ERROR_CODE.to_owned(), "missing_key".to_owned()))
-        );
-    }
-
-    #[test]
-    fn reading_an_unknown_topic_says_how_to_fix_it() {
-        let broker = InMemoryBroker::new();
-        let error = broker.read("nope", 0, 0, 1).expect_err("no such topic");
-        assert!(error.to_string().contains("create it first"), "{error}");
-    }
-}
+mod tests;

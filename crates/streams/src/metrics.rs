@@ -6,12 +6,12 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use tickstream_model::clock::now_ms;
 
 pub struct StreamsMetrics {
     registry: MetricsRegistry,
@@ -227,13 +227,6 @@ pub struct Health {
 
 /// A loop that has not turned for this long is reported unhealthy.
 const STALL_MS: i64 = 60_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl Health {
     pub fn set_ready(&self, ready: bool) {

@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::StreamsError;
 use super::engine::Engine;
-use super::produce::{DeliveryLog, count, lock, send_with_backpressure};
+use super::produce::{DeliveryLog, count, lock, send_polling};
 use crate::config::ProcessingGuarantee;
 use crate::processor::{Processor, TaskId};
 use crate::store::Change;
@@ -152,7 +152,7 @@ impl<P: Processor> Engine<P> {
                 if let Some(value) = value {
                     record = record.payload(value);
                 }
-                send_with_backpressure(&self.producer, record).map_err(classify)?;
+                send_polling(&self.producer, record).map_err(classify)?;
             }
             count(&mut self.produced, &self.changelog, changes.len() as u64);
         }

@@ -21,6 +21,7 @@ use tracing::{info, info_span, warn};
 
 use super::StreamsError;
 use super::commit::OPERATION_TIMEOUT;
+use super::dead_letter::DeadLetterWriter;
 use super::outage::Outage;
 use super::partition_group::PartitionGroup;
 use super::produce::{ProducerCollector, StreamsProducer, lock};
@@ -48,6 +49,8 @@ pub(crate) struct Engine<P: Processor> {
     pub(super) factory: ProcessorFactory<P>,
     pub(super) state: StateDir,
     pub(super) producer: StreamsProducer,
+    /// Writes refused records to `config.dead_letter_topic`, in the open transaction.
+    pub(super) dead_letters: DeadLetterWriter,
     pub(super) restore_consumer: BaseConsumer<RestoreContext>,
     pub(super) tasks: BTreeMap<TaskId, StreamTask<P>>,
     /// The assigned source partitions' records, taken in timestamp order.
@@ -120,6 +123,7 @@ impl<P: Processor> Engine<P> {
             catch_up: CatchUp::default(),
             purge,
             outage: Outage::new(config.give_up_after),
+            dead_letters: DeadLetterWriter::new(config.dead_letter_topic.clone()),
             config,
             factory,
             state,

@@ -2,12 +2,15 @@
 //! group, runs a task per assigned partition and commits exactly-once (or at-least-once).
 
 mod admin;
+pub(crate) mod client;
 mod commit;
+pub(crate) mod dead_letter;
 mod engine;
 mod outage;
 mod partition_group;
-mod produce;
+pub(crate) mod produce;
 mod purge;
+mod record;
 mod restore;
 mod route;
 
@@ -16,7 +19,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -174,9 +177,7 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
-            .create_with_context(RestoreContext {
-                log: ClientLog::new("restore consumer"),
-            })
+            .create_with_context(RestoreContext::new("restore consumer"))
             .map_err(|e| StreamsError::kafka("creating the restore consumer", e))?;
         let purge = match config.repartition {
             Some(_) => Some(purge::RepartitionPurge::new(&config)?),
@@ -320,11 +321,7 @@ fn process_until<P: Processor>(
                 )?,
             }
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        engine.punctuate_wall_clock(now_ms)?;
+        engine.punctuate_wall_clock(tickstream_model::clock::now_ms())?;
     }
     info!("shutdown requested: committing and closing tasks");
     Ok(())
@@ -346,14 +343,10 @@ pub(crate) fn is_unreachable(error: &KafkaError) -> bool {
 }
 
 /// Settings every client of this application shares: brokers plus the user's pass-through
-/// librdkafka settings (security and the like).
+/// librdkafka settings (security and the like). The runtime's own settings are set on the
+/// result, after the user's: they win (exactly-once depends on them).
 pub(crate) fn client_config(config: &StreamsConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.bootstrap_servers);
-    for (key, value) in &config.kafka_settings {
-        client.set(key, value);
-    }
-    client
+    client::client_config(&config.bootstrap_servers, &[], &config.kafka_settings)
 }
 
 fn create_producer(
@@ -403,12 +396,7 @@ fn stable_instance_id(state: &StateDir) -> Result<String, StreamsError> {
         Err(e) => return Err(io_error(e).into()),
     }
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    hasher.write_u128(tickstream_model::clock::since_epoch().as_nanos());
     hasher.write_u32(std::process::id());
     let id = format!("{:016x}", hasher.finish());
     crate::private_fs::write_private_file(&path, id.as_bytes()).map_err(io_error)?;

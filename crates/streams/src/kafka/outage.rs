@@ -71,10 +71,10 @@ impl Outage {
         Ok(())
     }
 
-    /// How long to wait before the next retry: 100 ms doubling to 5 s.
+    /// How long to wait before the next retry: the one retry rule's backoff (100 ms doubling
+    /// to 5 s, [`super::dead_letter::retry_delay`]).
     pub(crate) fn backoff(&self) -> Duration {
-        let exponent = self.attempts.saturating_sub(1).min(6);
-        Duration::from_millis(100 << exponent).min(Duration::from_secs(5))
+        super::dead_letter::retry_delay(self.attempts)
     }
 
     /// Something worked: the outage, if any, is over. Returns whether one was.

@@ -1,12 +1,15 @@
 //! The producer side of an instance: delivery reports (which changelog offsets were written,
-//! whether anything failed) and sending with backpressure instead of failing on a full queue.
+//! whether anything failed), and the one back-pressured send every producer of every processor
+//! goes through: a full librdkafka queue means "wait for room", never a lost record.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
+use futures::FutureExt;
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
@@ -44,15 +47,7 @@ impl DeliveryContext {
     }
 }
 
-impl ClientContext for DeliveryContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.client_log.log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.client_log.error(&error, reason);
-    }
-}
+crate::forward_client_log!(DeliveryContext, client_log);
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
@@ -87,20 +82,62 @@ pub(crate) fn count(counts: &mut HashMap<String, u64>, topic: &str, n: u64) {
 
 pub(crate) type StreamsProducer = BaseProducer<DeliveryContext>;
 
-/// Sends, waiting for room when librdkafka's queue is full rather than failing.
-pub(crate) fn send_with_backpressure(
-    producer: &StreamsProducer,
-    mut record: BaseRecord<'_, [u8], [u8]>,
-) -> Result<(), KafkaError> {
+/// Why a back-pressured send did not enqueue its record.
+#[derive(Debug)]
+pub enum SendError<E> {
+    /// librdkafka refused the record for another reason than a full queue.
+    Kafka(KafkaError),
+    /// Waiting for room ended with the caller's error (a delivery failure seen meanwhile…).
+    Waiting(E),
+}
+
+/// Offers `record` to librdkafka through `enqueue` (`producer.send`, `send_result`…); while
+/// the queue is full, awaits `wait_for_room` — the caller's way to wait: poll the producer,
+/// sleep while a background thread drains it, check for failures — and offers it again.
+/// Returns what `enqueue` returned (a delivery future, or nothing).
+pub async fn send_with_backpressure<R, T, E, W>(
+    mut record: R,
+    mut enqueue: impl FnMut(R) -> Result<T, (KafkaError, R)>,
+    mut wait_for_room: impl FnMut() -> W,
+) -> Result<T, SendError<E>>
+where
+    W: Future<Output = Result<(), E>>,
+{
     loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
+        match enqueue(record) {
+            Ok(enqueued) => return Ok(enqueued),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                 record = returned;
-                producer.poll(Duration::from_millis(5));
+                wait_for_room().await.map_err(SendError::Waiting)?;
             }
-            Err((error, _)) => return Err(error),
+            Err((error, _)) => return Err(SendError::Kafka(error)),
         }
+    }
+}
+
+/// [`send_with_backpressure`] on the processing thread, which has no executor: it waits for
+/// room by serving the producer's delivery reports, which never suspends, so one poll of the
+/// send runs it to its end.
+// rdkafka hands a refused record back in its `Err`: that is the large variant.
+#[allow(clippy::result_large_err)]
+pub(crate) fn send_polling(
+    producer: &StreamsProducer,
+    record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    let send = send_with_backpressure(
+        record,
+        |record| producer.send(record),
+        || {
+            producer.poll(Duration::from_millis(5));
+            std::future::ready(Ok::<(), Infallible>(()))
+        },
+    );
+    match send.now_or_never() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(SendError::Kafka(error))) => Err(error),
+        Some(Err(SendError::Waiting(never))) => match never {},
+        // Unreachable (nothing above suspends); refusing the record keeps it from being lost.
+        None => Err(KafkaError::Canceled),
     }
 }
 
@@ -121,7 +158,7 @@ impl Collector for ProducerCollector<'_> {
         if let Some(timestamp) = timestamp {
             record = record.timestamp(timestamp);
         }
-        match send_with_backpressure(self.producer, record) {
+        match send_polling(self.producer, record) {
             Ok(()) => count(self.produced, topic, 1),
             Err(error) => {
                 self.failure.get_or_insert(error);

@@ -9,15 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
-
-use crate::client_log::ClientLog;
 
 use super::StreamsError;
 use crate::metrics::{Health, StreamsMetrics};
@@ -30,21 +26,7 @@ const BATCH: usize = 10_000;
 
 /// The restore consumer's librdkafka reports, at the level they deserve (a broker restart is
 /// no ERROR; see [`crate::ClientLog`]).
-pub(crate) struct RestoreContext {
-    pub(crate) log: ClientLog,
-}
-
-impl ClientContext for RestoreContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.log.log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&error, reason);
-    }
-}
-
-impl ConsumerContext for RestoreContext {}
+pub(crate) type RestoreContext = crate::client_log::LoggingContext;
 
 /// Leadership moves (a fresh topic, a broker restart) and an unreachable broker answer with a
 /// retriable error for a while; those are retried until `patience` runs out, anything else

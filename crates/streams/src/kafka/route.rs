@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use rdkafka::TopicPartitionList;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use tracing::debug;
 
 use super::StreamsError;
+use super::dead_letter::DeadLetter;
 use super::engine::Engine;
 use super::partition_group::EndOffsets;
-use super::produce::{ProducerCollector, count, send_with_backpressure};
+use super::produce::{ProducerCollector, count, send_polling};
 use crate::config::RepartitionPolicy;
 use crate::dlq_headers;
 use crate::partitioner::partition_for;
@@ -188,14 +189,7 @@ impl<P: Processor> Engine<P> {
         message: &BorrowedMessage<'_>,
     ) -> Result<(), StreamsError> {
         let headers = OriginalHeaders::Borrowed(message.headers());
-        let record = Record {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
-            key: message.key(),
-            value: message.payload(),
-        };
+        let record = Record::from_message(message);
         if record.topic == self.repartition_topic {
             if let Some(key) = record.key {
                 self.in_flight.returned(key);
@@ -394,7 +388,7 @@ impl<P: Processor> Engine<P> {
         if let Some(headers) = headers {
             forwarded = forwarded.headers(headers);
         }
-        match send_with_backpressure(&self.producer, forwarded) {
+        match send_polling(&self.producer, forwarded) {
             Ok(()) => {
                 count(&mut self.produced, &self.repartition_topic, 1);
                 self.metrics.repartitioned_records.inc();
@@ -419,24 +413,9 @@ impl<P: Processor> Engine<P> {
         original: Option<OwnedHeaders>,
         rejection: &Rejection,
     ) {
-        let mut headers = original.unwrap_or_default();
-        for (key, value) in
-            dlq_headers::for_rejection(record, rejection, &self.config.application_id)
-        {
-            headers = headers.insert(Header {
-                key,
-                value: Some(&value),
-            });
-        }
-        let mut dead =
-            BaseRecord::<[u8], [u8]>::to(&self.config.dead_letter_topic).headers(headers);
-        if let Some(key) = record.key {
-            dead = dead.key(key);
-        }
-        if let Some(value) = record.value {
-            dead = dead.payload(value);
-        }
-        if let Err(error) = send_with_backpressure(&self.producer, dead) {
+        let reason = dlq_headers::for_rejection(record, rejection, &self.config.application_id);
+        let letter = DeadLetter::new(record.key, record.value, original, &reason);
+        if let Err(error) = self.dead_letters.enqueue(&self.producer, letter) {
             self.send_failure.get_or_insert(error);
         }
         self.metrics

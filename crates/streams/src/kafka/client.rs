@@ -1,0 +1,81 @@
+//! The librdkafka settings of every Kafka client tickstream creates — the runtime's consumer,
+//! restore consumer, producer and admin clients, the sink's consumer and dead-letter producer,
+//! ingest's producer — built in one place, in one order:
+//!
+//! 1. `bootstrap.servers`;
+//! 2. the client's own defaults (each client passes its own: idempotence, linger, compression
+//!    and the like differ on purpose from one client to the next);
+//! 3. the user's settings (`TICKSTREAM_KAFKA_CONFIG_*`, already checked by
+//!    [`crate::KafkaSettings`]), which win over those defaults.
+//!
+//! A client that cannot run without some setting (the runtime's transactional and group
+//! settings) sets it on the returned configuration afterwards, so it wins over the user's.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// `bootstrap.servers = brokers`, then `defaults`, then `user`'s settings, which win.
+pub fn client_config(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    user: &[(String, String)],
+) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
+    for (key, value) in user {
+        client.set(key, value);
+    }
+    client
+}
+
+/// A duration as a librdkafka `*.ms` value; librdkafka takes at most `i32::MAX` ms (~24 days).
+pub fn kafka_millis(duration: Duration) -> String {
+    duration.as_millis().min(i32::MAX as u128).to_string()
+}
+
+/// Implements rdkafka's `ClientContext` for a context type by handing librdkafka's log lines
+/// and errors to the [`crate::ClientLog`] it holds, at the level they deserve:
+/// `forward_client_log!(SinkContext, log)`, or with a path: `forward_client_log!(Counter, 0.log)`.
+#[macro_export]
+macro_rules! forward_client_log {
+    ($context:ty, $($log:tt)+) => {
+        impl ::rdkafka::ClientContext for $context {
+            fn log(
+                &self,
+                level: ::rdkafka::config::RDKafkaLogLevel,
+                facility: &str,
+                message: &str,
+            ) {
+                self.$($log)+.log(level, facility, message);
+            }
+
+            fn error(&self, error: ::rdkafka::error::KafkaError, reason: &str) {
+                self.$($log)+.error(&error, reason);
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_settings_win_over_the_defaults() {
+        let user = [("compression.type".to_owned(), "gzip".to_owned())];
+        let config = client_config(
+            "b:9092",
+            &[("compression.type", "zstd"), ("acks", "all")],
+            &user,
+        );
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(config.get("compression.type"), Some("gzip"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(kafka_millis(Duration::from_secs(90)), "90000");
+        assert_eq!(kafka_millis(Duration::MAX), i32::MAX.to_string());
+    }
+}

@@ -1,0 +1,245 @@
+//! A streams application over the in-process transport: the same [`StreamTask`]s as on Kafka,
+//! one per partition number, reading as the reader group `application_id` and committing state,
+//! outputs and input offsets together every commit interval.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::{InMemoryBroker, MemoryError, StoredRecord};
+use crate::config::StreamsConfig;
+use crate::dlq_headers;
+use crate::processor::{Collector, Processor, Record, TaskId};
+use crate::store::{KeyValueStore, StateDir};
+use crate::task::{Outcome, StreamTask};
+
+/// Outputs of the records processed since the last commit, held back until it.
+#[derive(Default)]
+struct PendingOutputs {
+    by_topic: BTreeMap<String, Vec<StoredRecord>>,
+}
+
+impl Collector for PendingOutputs {
+    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        self.by_topic
+            .entry(topic.to_owned())
+            .or_default()
+            .push(StoredRecord {
+                key: key.map(<[u8]>::to_vec),
+                value: value.to_vec(),
+                timestamp,
+                headers: Vec::new(),
+            });
+    }
+}
+
+/// Records polled per partition per turn.
+const BATCH: usize = 1024;
+/// The longest an idle loop sleeps before looking at its stop flag again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// A streams application over an [`InMemoryBroker`]: every partition of `source_topics`, one
+/// task per partition number. Repartitioning does not apply: in-process producers key every
+/// record, so a key's records already share a partition.
+pub struct InMemoryStreams<P: Processor> {
+    broker: Arc<InMemoryBroker>,
+    /// The reader group, as on Kafka.
+    application_id: String,
+    source_topics: Vec<String>,
+    /// Closed when this application finishes, so its readers see the end of their input.
+    output_topics: Vec<String>,
+    dead_letter_topic: String,
+    commit_interval: Duration,
+    max_uncommitted_records: usize,
+    tasks: BTreeMap<TaskId, StreamTask<P>>,
+    pending: PendingOutputs,
+    uncommitted: usize,
+    last_commit: Instant,
+    /// `(topic, partition)`s read to the end of their closed topic.
+    ended: BTreeSet<(String, i32)>,
+}
+
+impl<P: Processor> InMemoryStreams<P> {
+    /// Tasks for every partition of `config.source_topics` (created with `config.partitions`,
+    /// else 1, when missing), stores in `state` (sled) or in memory when `state` is `None`.
+    /// Subscribes to the sources now, so nothing produced from here on is released unread, and
+    /// creates the output and dead-letter topics so their readers can subscribe before it runs.
+    pub fn new(
+        broker: Arc<InMemoryBroker>,
+        config: &StreamsConfig,
+        state: Option<&StateDir>,
+        factory: impl Fn(TaskId) -> P,
+    ) -> Result<Self, MemoryError> {
+        let wanted = config
+            .partitions
+            .and_then(|p| usize::try_from(p).ok())
+            .unwrap_or(1);
+        let mut partitions = 1;
+        for topic in &config.source_topics {
+            broker.create_topic(topic, wanted);
+            broker.subscribe(&config.application_id, topic)?;
+            partitions = partitions.max(broker.partition_count(topic)?);
+        }
+        for topic in config
+            .output_topics
+            .iter()
+            .chain([&config.dead_letter_topic])
+        {
+            broker.create_topic(topic, partitions);
+        }
+        let mut tasks = BTreeMap::new();
+        for partition in 0..partitions as i32 {
+            let id = TaskId(partition);
+            let store = match state {
+                Some(state) => {
+                    KeyValueStore::persistent(state.task_tree(&config.store_name, partition)?)
+                }
+                None => KeyValueStore::in_memory(&config.store_name),
+            };
+            tasks.insert(id, StreamTask::new(id, factory(id), store));
+        }
+        Ok(Self {
+            broker,
+            application_id: config.application_id.clone(),
+            source_topics: config.source_topics.clone(),
+            output_topics: config.output_topics.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            commit_interval: config.commit_interval,
+            max_uncommitted_records: config.max_uncommitted_records.max(1),
+            tasks,
+            pending: PendingOutputs::default(),
+            uncommitted: 0,
+            last_commit: Instant::now(),
+            ended: BTreeSet::new(),
+        })
+    }
+
+    /// Where rejected records go: the configuration's `dead_letter_topic`.
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.dead_letter_topic
+    }
+
+    /// Processes what is available (up to a batch per partition) and commits it: outputs and
+    /// dead letters become visible, state changes are applied and the inputs released, together.
+    /// Returns how many input records were processed.
+    pub fn run_once(&mut self) -> Result<usize, MemoryError> {
+        let processed = self.process_available()?;
+        self.commit()?;
+        Ok(processed)
+    }
+
+    /// Runs until every input is closed and processed, or `stop` is set; commits what was
+    /// processed either way, then closes the output and dead-letter topics (so downstream
+    /// readers see their end) and leaves the group — also after an error, so that neither
+    /// producers upstream nor readers downstream wait for it.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), MemoryError> {
+        let result = self.run_until_end(stop);
+        for topic in self.output_topics.iter().chain([&self.dead_letter_topic]) {
+            self.broker.close(topic);
+        }
+        self.broker.leave(&self.application_id);
+        result
+    }
+
+    fn run_until_end(&mut self, stop: &AtomicBool) -> Result<(), MemoryError> {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                self.commit()?;
+                info!(application = %self.application_id, "stopped after committing what it processed");
+                return Ok(());
+            }
+            let seen = self.broker.generation();
+            let processed = self.process_available()?;
+            if self.inputs_ended() {
+                self.commit()?;
+                info!(application = %self.application_id, "every input ended: all of it is processed and committed");
+                return Ok(());
+            }
+            let due = self.last_commit + self.commit_interval;
+            if self.uncommitted >= self.max_uncommitted_records || Instant::now() >= due {
+                self.commit()?;
+            } else if processed == 0 {
+                let wait = due.saturating_duration_since(Instant::now());
+                self.broker.wait_for_change(seen, wait.min(IDLE_WAIT));
+            }
+        }
+    }
+
+    fn inputs_ended(&self) -> bool {
+        self.ended.len() == self.tasks.len() * self.source_topics.len()
+    }
+
+    /// Polls every task's inputs once and processes what came; outputs wait in `pending`.
+    fn process_available(&mut self) -> Result<usize, MemoryError> {
+        let mut processed = 0;
+        for task in self.tasks.values_mut() {
+            let partition = task.id().0;
+            for topic in &self.source_topics {
+                if self.ended.contains(&(topic.clone(), partition)) {
+                    continue;
+                }
+                let fetched = self
+                    .broker
+                    .poll(&self.application_id, topic, partition, BATCH)?;
+                if fetched.end_of_partition {
+                    self.ended.insert((topic.clone(), partition));
+                }
+                for (i, stored) in fetched.records.iter().enumerate() {
+                    let record = Record {
+                        topic,
+                        partition,
+                        offset: fetched.first_offset + i as i64,
+                        timestamp: stored.timestamp,
+                        key: stored.key.as_deref(),
+                        value: Some(&stored.value),
+                    };
+                    if let Outcome::Rejected(rejection) =
+                        task.process(&record, &mut self.pending)?
+                    {
+                        let headers =
+                            dlq_headers::for_rejection(&record, &rejection, &self.application_id);
+                        self.pending
+                            .by_topic
+                            .entry(self.dead_letter_topic.clone())
+                            .or_default()
+                            .push(StoredRecord {
+                                headers: headers
+                                    .map(|(name, value)| (name.to_owned(), value))
+                                    .to_vec(),
+                                ..stored.clone()
+                            });
+                    }
+                }
+                processed += fetched.records.len();
+            }
+        }
+        self.uncommitted += processed;
+        Ok(processed)
+    }
+
+    /// State first (it only ever holds what the outputs reflect), then outputs (waiting for
+    /// room downstream: back-pressure), then input positions, which releases the inputs.
+    fn commit(&mut self) -> Result<(), MemoryError> {
+        for task in self.tasks.values_mut() {
+            let changes = task.store().dirty_changes();
+            task.store_mut().commit(&changes, None)?;
+            task.committed();
+        }
+        for (topic, records) in std::mem::take(&mut self.pending.by_topic) {
+            self.broker.create_topic(&topic, self.tasks.len());
+            self.broker.produce(&topic, records)?;
+        }
+        for task in self.tasks.values() {
+            for (topic, position) in task.positions() {
+                self.broker
+                    .commit(&self.application_id, topic, task.id().0, *position)?;
+            }
+        }
+        self.uncommitted = 0;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+}
