@@ -115,6 +115,11 @@ pub enum MemoryError {
     NotSubscribed { group: String, topic: String },
     #[error("topic {0:?} is closed (its producer said it ended): nothing more can be produced")]
     Closed(String),
+    #[error(
+        "topic {0:?} has no reader left (its last reader stopped, see its error): nothing \
+         produced to it would be read"
+    )]
+    Abandoned(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -146,6 +151,26 @@ struct TopicLog {
     groups: BTreeMap<String, Vec<Cursor>>,
     usage: TopicUsage,
     closed: bool,
+    /// Its last reader group left: what it holds is dropped and nothing more is taken (a
+    /// producer would otherwise wait for room for ever).
+    abandoned: bool,
+}
+
+/// `group`'s cursor on partition `index` of `topic` (checked by [`TopicLog::partition`]); the
+/// groups map is passed alone so the caller may read the partition's records meanwhile.
+fn cursor<'a>(
+    groups: &'a mut BTreeMap<String, Vec<Cursor>>,
+    group: &str,
+    topic: &str,
+    index: usize,
+) -> Result<&'a mut Cursor, MemoryError> {
+    groups
+        .get_mut(group)
+        .map(|cursors| &mut cursors[index])
+        .ok_or_else(|| MemoryError::NotSubscribed {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+        })
 }
 
 impl TopicLog {
@@ -241,6 +266,7 @@ impl InMemoryBroker {
                 groups: BTreeMap::new(),
                 usage: TopicUsage::default(),
                 closed: false,
+                abandoned: false,
             });
     }
 
@@ -276,6 +302,14 @@ impl InMemoryBroker {
         let mut topics = self.topics();
         for log in topics.by_name.values_mut() {
             if log.groups.remove(group).is_some() {
+                if log.groups.is_empty() {
+                    log.abandoned = true;
+                    for partition in &mut log.partitions {
+                        partition.base = partition.end();
+                        partition.records.clear();
+                    }
+                    log.usage = TopicUsage::default();
+                }
                 for partition in 0..log.partitions.len() {
                     log.release(partition);
                 }
@@ -295,6 +329,9 @@ impl InMemoryBroker {
         let log = topics.get(topic)?;
         if log.closed {
             return Err(MemoryError::Closed(topic.to_owned()));
+        }
+        if log.abandoned {
+            return Err(MemoryError::Abandoned(topic.to_owned()));
         }
         if log.usage.records >= self.capacity.records || log.usage.bytes >= self.capacity.bytes {
             return Ok(None);
@@ -385,18 +422,11 @@ impl InMemoryBroker {
         let log = topics.get(topic)?;
         let index = log.partition(topic, partition)?;
         let closed = log.closed;
-        let cursor = log
-            .groups
-            .get_mut(group)
-            .map(|cursors| &mut cursors[index])
-            .ok_or_else(|| MemoryError::NotSubscribed {
-                group: group.to_owned(),
-                topic: topic.to_owned(),
-            })?;
+        let cursor = cursor(&mut log.groups, group, topic, index)?;
         let partition_log = &log.partitions[index];
         let first_offset = cursor.position.max(partition_log.base);
         let start = (first_offset - partition_log.base) as usize;
-        let end = (start + max).min(partition_log.records.len());
+        let end = start.saturating_add(max).min(partition_log.records.len());
         let records: Vec<StoredRecord> = partition_log.records.range(start..end).cloned().collect();
         cursor.position = first_offset + records.len() as i64;
         Ok(Fetched {
@@ -419,14 +449,7 @@ impl InMemoryBroker {
         let log = topics.get(topic)?;
         let index = log.partition(topic, partition)?;
         let end = log.partitions[index].end();
-        let cursor = log
-            .groups
-            .get_mut(group)
-            .map(|cursors| &mut cursors[index])
-            .ok_or_else(|| MemoryError::NotSubscribed {
-                group: group.to_owned(),
-                topic: topic.to_owned(),
-            })?;
+        let cursor = cursor(&mut log.groups, group, topic, index)?;
         cursor.committed = cursor.committed.max(next_offset.min(end));
         let released = log.release(index);
         drop(topics);

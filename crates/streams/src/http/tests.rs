@@ -118,11 +118,14 @@ fn endpoints_answer() {
 #[test]
 fn a_slow_loris_and_an_idle_connection_are_closed_after_the_header_timeout() {
     let server = start(LIMITS);
+    // Taken before connecting: the server's timer starts at accept, so neither measure can
+    // come out shorter than the timeout however the test threads are scheduled.
+    let opened = Instant::now();
     let mut idle = connect(server.address);
     let mut loris = connect(server.address);
     let address = server.address;
     let trickle = std::thread::spawn(move || {
-        let started = Instant::now();
+        let started = opened;
         // One header byte every 50 ms: never a whole head, always some progress.
         for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: ".iter().cycle() {
             if loris.write_all(&[*byte]).is_err() {
@@ -133,7 +136,8 @@ fn a_slow_loris_and_an_idle_connection_are_closed_after_the_header_timeout() {
         }
         started.elapsed()
     });
-    let idle_for = time_until_closed(&mut idle);
+    time_until_closed(&mut idle);
+    let idle_for = opened.elapsed();
     let loris_for = trickle.join().expect("the slow client");
     for open_for in [idle_for, loris_for] {
         assert!(
@@ -196,7 +200,7 @@ fn shutdown_does_not_wait_for_clients() {
     assert_eq!(get(server.address, "/healthz").0, 200);
     let took = server.stop();
     assert!(
-        took < PATIENT.shutdown_grace + Duration::from_millis(500),
+        took < PATIENT.shutdown_grace + Duration::from_secs(2),
         "shutdown took {took:?}"
     );
     assert!(

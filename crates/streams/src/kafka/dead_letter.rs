@@ -14,7 +14,7 @@
 //! bound ([`super::outage`]); the sink awaits each letter's acknowledgement
 //! ([`DeadLetterWriter::deliver`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -84,12 +84,16 @@ pub struct DeadLetterError {
 #[derive(Debug, Clone)]
 pub struct DeadLetterWriter {
     topic: String,
+    /// When a `deliver` first saw the stop: the grace runs from there for every letter (and
+    /// every clone), so a batch of letters waits one grace in all, not one each.
+    stop_seen: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl DeadLetterWriter {
     pub fn new(topic: impl Into<String>) -> Self {
         Self {
             topic: topic.into(),
+            stop_seen: Arc::default(),
         }
     }
 
@@ -142,12 +146,22 @@ impl DeadLetterWriter {
         let mut stop = stop.clone();
         tokio::select! {
             () = retries => Ok(()),
-            () = grace_after_stop(&mut stop, shutdown_grace) => Err(DeadLetterError {
+            () = self.grace_after_stop(&mut stop, shutdown_grace) => Err(DeadLetterError {
                 topic: self.topic.clone(),
                 grace: shutdown_grace,
                 last_error: lock(&last_error).clone(),
             }),
         }
+    }
+
+    /// Completes `grace` after the stop was first seen by this writer; never, if it never comes.
+    async fn grace_after_stop(&self, stop: &mut watch::Receiver<bool>, grace: Duration) {
+        if stop.wait_for(|stopping| *stopping).await.is_err() {
+            // Nobody can ask for a stop any more.
+            std::future::pending::<()>().await;
+        }
+        let seen = *lock(&self.stop_seen).get_or_insert_with(tokio::time::Instant::now);
+        tokio::time::sleep_until(seen + grace).await;
     }
 
     /// One send, waiting for room in the queue and then for the broker's acknowledgement.
@@ -188,15 +202,6 @@ impl DeadLetterWriter {
 async fn sleep_ok(delay: Duration) -> Result<(), std::convert::Infallible> {
     tokio::time::sleep(delay).await;
     Ok(())
-}
-
-/// Completes `grace` after `stop` turned true; never, if it never does.
-async fn grace_after_stop(stop: &mut watch::Receiver<bool>, grace: Duration) {
-    if stop.wait_for(|stopping| *stopping).await.is_err() {
-        // Nobody can ask for a stop any more.
-        std::future::pending::<()>().await;
-    }
-    tokio::time::sleep(grace).await;
 }
 
 #[cfg(test)]
@@ -254,5 +259,12 @@ mod tests {
             7,
             "5 s until the stop, then the 2 s grace"
         );
+        // A second letter after the grace has run out is given up at once: the grace is one
+        // for the whole stop, not one per letter.
+        let again = writer
+            .deliver(&producer, &letter, &stop_rx, Duration::from_secs(2))
+            .await;
+        assert!(again.is_err());
+        assert_eq!(started.elapsed().as_secs(), 7, "no second grace");
     }
 }

@@ -206,9 +206,13 @@ impl<P: Processor> InMemoryStreams<P> {
                             .entry(self.dead_letter_topic.clone())
                             .or_default()
                             .push(StoredRecord {
-                                headers: headers
-                                    .map(|(name, value)| (name.to_owned(), value))
-                                    .to_vec(),
+                                // The original headers first, then the reason (as on Kafka).
+                                headers: stored
+                                    .headers
+                                    .iter()
+                                    .cloned()
+                                    .chain(headers.map(|(name, value)| (name.to_owned(), value)))
+                                    .collect(),
                                 ..stored.clone()
                             });
                     }

@@ -124,6 +124,12 @@ fn consumed_records_are_released_and_a_full_topic_holds_the_producer_back() {
             broker.close("ticks");
         })
     };
+    // Read nothing until the topic is full: the producer is then held back, whatever the
+    // threads' speeds (a reader that kept up would never see the cap).
+    while broker.usage("ticks").expect("ticks").records < capacity.records {
+        let seen = broker.generation();
+        broker.wait_for_change(seen, Duration::from_millis(100));
+    }
     let mut read = 0;
     let mut largest = 0;
     let mut ended = [false; 4];
@@ -234,4 +240,32 @@ fn streams_run_to_the_end_of_closed_inputs_and_close_their_outputs() {
         counted += fetched.records.len();
     }
     assert_eq!(counted, 5000, "committed at the end, not at the hour");
+}
+
+/// A producer waiting for room on a full topic is released with an error when the topic's
+/// last reader leaves (its records would never be read: without this it would wait for ever).
+#[test]
+fn a_producer_held_back_by_a_reader_that_left_gets_an_error() {
+    let capacity = TopicCapacity {
+        records: 2,
+        bytes: usize::MAX,
+    };
+    let broker = InMemoryBroker::with_capacity(capacity);
+    broker.create_topic("t", 1);
+    broker.subscribe("reader", "t").expect("t");
+    broker
+        .produce("t", vec![record(Some("k"), "1"), record(Some("k"), "2")])
+        .expect("room for two");
+    let producer = {
+        let broker = Arc::clone(&broker);
+        std::thread::spawn(move || broker.produce("t", vec![record(Some("k"), "3")]))
+    };
+    // The producer is waiting (the topic is at its cap) until the reader goes.
+    broker.leave("reader");
+    let outcome = producer.join().expect("producer thread");
+    assert!(
+        matches!(outcome, Err(MemoryError::Abandoned(ref topic)) if topic == "t"),
+        "{outcome:?}"
+    );
+    assert_eq!(broker.usage("t").expect("t"), TopicUsage::default());
 }
