@@ -67,17 +67,40 @@ impl<'a> DeadLetter<'a> {
     }
 }
 
-/// The dead letter could not be written (see the module's retry rule).
+/// The dead letter could not be written (see the module's retry rule). Either way its offset is
+/// not committed, so the record is read again on restart.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "stopping: the dead letter for {topic} was not acknowledged within the shutdown grace of \
-     {grace:?} (last error: {last_error}); its offset is not committed, so the record is read \
-     again on restart"
-)]
-pub struct DeadLetterError {
-    pub topic: String,
-    pub grace: Duration,
-    pub last_error: String,
+pub enum DeadLetterError {
+    #[error(
+        "stopping: the dead letter for {topic} was not acknowledged within the shutdown grace \
+         of {grace:?} (last error: {last_error}); its record is read again on restart"
+    )]
+    Grace {
+        topic: String,
+        grace: Duration,
+        last_error: String,
+    },
+    /// An error no retry can cure: a person must change the broker or the topic.
+    #[error(
+        "the broker refuses the dead letter for {topic}: {error}; check the topic's ACLs and \
+         its max.message.bytes, then restart (the record is read again)"
+    )]
+    Refused { topic: String, error: KafkaError },
+}
+
+/// Errors of a dead-letter send that retrying cannot cure.
+fn is_permanent(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::TopicAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::InvalidRecord
+        )
+    )
 }
 
 /// Writes dead letters to one topic.
@@ -133,7 +156,13 @@ impl DeadLetterWriter {
             let mut attempt = 0;
             loop {
                 match self.send_acknowledged(producer, letter).await {
-                    Ok(()) => return,
+                    Ok(()) => return None,
+                    Err(error) if is_permanent(&error) => {
+                        return Some(DeadLetterError::Refused {
+                            topic: self.topic.clone(),
+                            error,
+                        });
+                    }
                     Err(error) => {
                         attempt += 1;
                         warn!(%error, topic = %self.topic, attempt, "dead-letter send failed; retrying");
@@ -145,8 +174,8 @@ impl DeadLetterWriter {
         };
         let mut stop = stop.clone();
         tokio::select! {
-            () = retries => Ok(()),
-            () = self.grace_after_stop(&mut stop, shutdown_grace) => Err(DeadLetterError {
+            refused = retries => refused.map_or(Ok(()), Err),
+            () = self.grace_after_stop(&mut stop, shutdown_grace) => Err(DeadLetterError::Grace {
                 topic: self.topic.clone(),
                 grace: shutdown_grace,
                 last_error: lock(&last_error).clone(),
@@ -230,6 +259,27 @@ mod tests {
             DeadLetter::new(None, None, None, &reason).headers.count(),
             1
         );
+    }
+
+    #[test]
+    fn a_letter_the_broker_refuses_for_good_is_not_retried() {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        for code in [Code::MessageSizeTooLarge, Code::TopicAuthorizationFailed] {
+            assert!(
+                is_permanent(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::BrokerTransportFailure,
+            Code::MessageTimedOut,
+            Code::QueueFull,
+        ] {
+            assert!(
+                !is_permanent(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
