@@ -22,11 +22,12 @@
 //! NUL bytes, and not writable by group or others. Errors give the line number, never the
 //! line: a malformed line may well be a password.
 
-use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, bail};
+
+use crate::secrets::read_at_most;
 
 /// Larger than any real `.env`; a bigger file is a mistake, not settings.
 const MAX_DOTENV_BYTES: u64 = 64 * 1024;
@@ -82,16 +83,11 @@ fn read_private_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
              chooses the credentials and librdkafka settings; run `chmod 600 .env`"
         );
     }
-    if metadata.len() > MAX_DOTENV_BYTES {
+    let Some(bytes) =
+        read_at_most(file, MAX_DOTENV_BYTES).with_context(|| format!("reading {shown}"))?
+    else {
         bail!("{shown} is larger than {MAX_DOTENV_BYTES} bytes: not a settings file");
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_DOTENV_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {shown}"))?;
-    if bytes.len() as u64 > MAX_DOTENV_BYTES {
-        bail!("{shown} is larger than {MAX_DOTENV_BYTES} bytes: not a settings file");
-    }
+    };
     Ok(Some(bytes))
 }
 

@@ -28,6 +28,15 @@ const LIBRDKAFKA_FILE_SETTINGS: [&str; 3] = [
     "sasl.oauthbearer.assertion.jwt.template.file",
 ];
 
+/// Everything `reader` holds if that is at most `max` bytes (`None`: more), reading no more than
+/// one byte past the limit: the small files we trust (`.env`, secrets) are never read whole if
+/// they turn out big.
+pub(crate) fn read_at_most(reader: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 /// A secret larger than this is not a secret but a mistake (a wrong path).
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
@@ -36,13 +45,11 @@ const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 pub fn read_secret_file(var: &str, path: &Path) -> anyhow::Result<String> {
     let shown = path.display();
     let file = std::fs::File::open(path).with_context(|| format!("{var}: reading {shown}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{var}: reading {shown}"))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+    let Some(bytes) = read_at_most(file, MAX_SECRET_FILE_BYTES)
+        .with_context(|| format!("{var}: reading {shown}"))?
+    else {
         bail!("{var}: {shown} is larger than {MAX_SECRET_FILE_BYTES} bytes; is it the right file?");
-    }
+    };
     let Ok(text) = String::from_utf8(bytes) else {
         bail!("{var}: {shown} is not UTF-8 text");
     };
