@@ -54,6 +54,7 @@ pub mod partitioner;
 pub mod private_fs;
 mod processor;
 mod runner;
+mod shutdown;
 mod store;
 mod task;
 
@@ -83,5 +84,6 @@ pub use processor::{
     Rejection, TaskId,
 };
 pub use runner::run_until_signal;
+pub use shutdown::Shutdown;
 pub use store::{Change, KeyValueStore, StateCodec, StateDir, StoreError};
 pub use task::{Outcome, StreamTask};
