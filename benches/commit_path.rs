@@ -10,13 +10,13 @@
 //! counted from the first commit to the commit that covers the last record, so it excludes
 //! start-up (topic creation, group join) and includes every commit.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use tickstream_streams::{CountingProcessor, KafkaStreams, ProcessingGuarantee, StreamsConfig};
+use tickstream_streams::{
+    CountingProcessor, KafkaStreams, ProcessingGuarantee, Shutdown, StreamsConfig,
+};
 
 const PARTITIONS: i32 = 4;
 const KEYS: usize = 1_000;
@@ -77,9 +77,9 @@ fn run(
     )
     .expect("valid config");
     let metrics = streams.metrics();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&shutdown);
-    let worker = std::thread::spawn(move || streams.run(&flag));
+    let shutdown = Shutdown::new();
+    let token = shutdown.clone();
+    let worker = std::thread::spawn(move || streams.run(&token));
 
     let started = Instant::now();
     let consumed = || metrics.records_consumed.with_label_values(&[input]).get() as usize;
@@ -105,7 +105,7 @@ fn run(
     } else {
         (0, started.elapsed().as_secs_f64())
     };
-    shutdown.store(true, Ordering::Relaxed);
+    shutdown.request();
     worker
         .join()
         .expect("worker thread")

@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source};
+use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source, TickTransport};
 use tickstream_model::Topology;
+use tickstream_streams::KafkaSettings;
 
 mod support;
 
@@ -58,7 +59,8 @@ async fn run(topic: &str, ticks: u64, measuring: bool, brokers: &str) {
     let generate_rate = generated as f64 / started.elapsed().as_secs_f64();
 
     let mut source = Source::from_topology(&topology, &metrics).expect("a synthetic source");
-    let mut sink = KafkaTickSink::new(&topology, brokers, &[], &metrics).expect("a producer");
+    let mut sink = KafkaTickSink::new(&topology, brokers, &KafkaSettings::default(), &metrics)
+        .expect("a producer");
     sink.check_connected(Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("{e} (start it with `make services-up`)"));

@@ -145,20 +145,6 @@ pub fn init_logging_to(file: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A future that resolves on SIGTERM or SIGINT (Ctrl-C), logging which: how every command
-/// learns it should finish its work and exit. Call it inside the runtime.
-pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
-            _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
-        }
-    })
-}
-
 /// The multi-threaded tokio runtime the commands run on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

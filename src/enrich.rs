@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tickstream_enrich::{Enrich, EnrichMetrics};
-use tickstream_streams::{KafkaStreams, StreamsMetrics, run_until_signal};
+use tickstream_streams::{KafkaStreams, Shutdown, StreamsMetrics, run_until_shutdown};
 use tracing::info;
 
-use crate::common::{ProcessorArgs, init_logging, kafka_settings_from_env, runtime};
+use crate::common::{ProcessorArgs, init_logging, kafka_settings_from_env};
 
 /// Options of `tickstream enrich`.
 #[derive(Debug, clap::Args)]
@@ -23,7 +23,7 @@ pub struct Args {
     pub instance_id: Option<String>,
 }
 
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub async fn main(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     init_logging();
     let topology = args.processor.topology.load()?;
     let enrich = Enrich::new(&topology)
@@ -47,7 +47,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let streams = KafkaStreams::new(config, Box::new(move |_task| enrich.processor()))
         .context("configuring enrich")?
         .with_metrics(metrics);
-    runtime()?
-        .block_on(run_until_signal(streams, Some(metrics_addr)))
+    run_until_shutdown(streams, Some(metrics_addr), shutdown)
+        .await
         .context("enrich stopped with an error")
 }

@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tickstream_ingest::{IngestMetrics, KafkaTickSink, Source, Stopped};
-use tickstream_streams::{Endpoints, Health, bind_http};
-use tokio::sync::watch;
+use tickstream_streams::{Endpoints, Health, Shutdown, bind_http};
 use tracing::{error, info};
 
-use crate::common::{
-    ProcessorArgs, init_logging, kafka_settings_from_env, runtime, shutdown_signal,
-};
+use crate::common::{ProcessorArgs, init_logging, kafka_settings_from_env};
 
 /// How long shutdown waits for unacknowledged ticks.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,13 +21,13 @@ pub struct Args {
     pub processor: ProcessorArgs,
 }
 
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub async fn main(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     init_logging();
     let topology = args.processor.topology.load()?;
     let metrics = IngestMetrics::new(&topology.application_id);
     let metrics_addr = args.processor.metrics_addr(&topology);
     let origin = args.processor.topology.path.display().to_string();
-    runtime()?.block_on(async move {
+    {
         let mut source = Source::from_topology(&topology, &metrics)
             .with_context(|| format!("setting up the source of {origin}"))?;
         let mut sink = KafkaTickSink::new(
@@ -43,16 +40,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         // ready meanwhile, for at most processing.give_up_after.
 
         let health = Arc::new(Health::default());
-        let (stopped_tx, mut stopped_rx) = watch::channel(false);
         let scrape = metrics.clone();
         let endpoints = Endpoints {
             health: Arc::clone(&health),
             render: Arc::new(move || scrape.render()),
         };
-        let (bound, serve) = bind_http(metrics_addr, endpoints, async move {
-            let _ = stopped_rx.wait_for(|s| *s).await;
-        })
-        .await?;
+        let (bound, serve) = bind_http(metrics_addr, endpoints, shutdown.requested_owned()).await?;
         let server = tokio::spawn(serve);
         info!(
             topology = %origin,
@@ -65,13 +58,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             "ingest starting; serving /metrics, /healthz, /readyz"
         );
 
-        let shutdown = shutdown_signal()?;
         let outcome = tickstream_ingest::run(
             &mut source,
             &mut sink,
             &metrics,
             &health,
-            shutdown,
+            &shutdown,
             FLUSH_TIMEOUT,
         )
         .await;
@@ -80,12 +72,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             // in the log format the operator chose, before the process exits non-zero.
             error!("ingest stopped: {e}");
         }
-        let _ = stopped_tx.send(true);
+        // The endpoints stop with ingest, however it ended (a replay file's end too).
+        shutdown.request();
         let _ = server.await;
         match outcome.context("ingest stopped with an error")? {
             Stopped::Shutdown => info!("ingest stopped on a signal"),
             Stopped::SourceExhausted => info!("the replay file is done"),
         }
         Ok(())
-    })
+    }
 }

@@ -15,7 +15,12 @@ mod secrets;
 mod sink;
 mod topics;
 
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tickstream_streams::Shutdown;
 
 /// A Kafka Streams-style stateful stream processor for crypto market data.
 ///
@@ -44,15 +49,86 @@ enum Command {
     Topics(topics::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    common::prepare_environment()?;
+/// From a request to stop (a signal, the `q` key, a failed stage) to the process's exit, at
+/// most this long: beyond the sink's 30 s shutdown grace, within compose's 40 s
+/// `stop_grace_period` (after which Docker kills).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(35);
+/// What the runtime's own shutdown waits for blocking threads (a commit in progress) after the
+/// command returned or the deadline passed.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The exit codes, documented in the README ("Exit codes").
+mod exit {
+    /// The work is done, or it stopped on request after committing what it processed.
+    pub const OK: u8 = 0;
+    /// Something a person must fix (the last ERROR line says what): bad configuration, an
+    /// outage longer than `processing.give_up_after`, a record that cannot be dead-lettered.
+    pub const FAILED: u8 = 1;
+    // 2: a usage error, from clap (unknown option, missing value).
+    /// It did not stop within the shutdown deadline after being asked to: what it had not
+    /// committed is redone on the next start.
+    pub const DEADLINE: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    if let Err(error) = common::prepare_environment() {
+        eprintln!("Error: {error:?}");
+        return ExitCode::from(exit::FAILED);
+    }
     let cli = Cli::parse();
-    match cli.command {
-        Command::Ingest(args) => ingest::main(args),
-        Command::Enrich(args) => enrich::main(args),
-        Command::Sink(args) => sink::main(args),
-        Command::Query(args) => query::main(args),
-        Command::Run(args) => run::main(args),
-        Command::Topics(args) => topics::main(args),
+    let runtime = match common::runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let shutdown = Shutdown::new();
+    let outcome = runtime.block_on(async {
+        shutdown
+            .request_on_signals()
+            .context("installing the SIGTERM/SIGINT handlers")?;
+        let command = std::pin::pin!(run_command(cli.command, shutdown.clone()));
+        tokio::select! {
+            result = command => result.map(|()| true),
+            () = deadline_after(&shutdown) => Ok(false),
+        }
+    });
+    // The deadline is enforced here: blocking threads still committing are not waited for
+    // (dropping the runtime would wait for them without bound).
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    match outcome {
+        Ok(true) => ExitCode::from(exit::OK),
+        Ok(false) => {
+            tracing::error!(
+                "did not stop within {SHUTDOWN_DEADLINE:?} of being asked to; what was not \
+                 committed is redone on the next start"
+            );
+            eprintln!("Error: did not stop within {SHUTDOWN_DEADLINE:?} of being asked to");
+            ExitCode::from(exit::DEADLINE)
+        }
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+/// Completes [`SHUTDOWN_DEADLINE`] after shutdown was requested.
+async fn deadline_after(shutdown: &Shutdown) {
+    shutdown.requested().await;
+    tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+}
+
+async fn run_command(command: Command, shutdown: Shutdown) -> anyhow::Result<()> {
+    match command {
+        Command::Ingest(args) => ingest::main(args, shutdown).await,
+        Command::Enrich(args) => enrich::main(args, shutdown).await,
+        Command::Sink(args) => sink::main(args, shutdown).await,
+        Command::Query(args) => query::main(args).await,
+        Command::Run(args) => run::main(args, shutdown).await,
+        Command::Topics(args) => tokio::task::spawn_blocking(move || topics::main(args))
+            .await
+            .context("the topics command failed")?,
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use tickstream_sink::Queries;
 use tickstream_sink::query::format_ts;
 
-use crate::common::{MongoArgs, TopologyArg, runtime};
+use crate::common::{MongoArgs, TopologyArg};
 
 /// Options of `tickstream query`.
 #[derive(Debug, clap::Args)]
@@ -44,10 +44,10 @@ pub enum Question {
     Analytics { symbol: String },
 }
 
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub async fn main(args: Args) -> anyhow::Result<()> {
     let topology = args.topology.load()?;
     let uri = args.mongodb.mongodb_uri.clone();
-    let output = runtime()?.block_on(async move {
+    let output = async move {
         // A bad URI's error says what is wrong without quoting it.
         let queries = Queries::connect(uri.expose(), &topology).await?;
         let context = || format!("querying MongoDB at {}", uri.redacted());
@@ -136,7 +136,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 })?
             }
         })
-    })?;
+    }
+    .await?;
     print!("{output}");
     Ok(())
 }

@@ -4,13 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tickstream_sink::{KafkaSink, MongoWriter, SinkConfig, SinkMetrics};
-use tickstream_streams::{Endpoints, Health, bind_http};
-use tokio::sync::watch;
+use tickstream_streams::{Endpoints, Health, Shutdown, bind_http};
 use tracing::{error, info};
 
-use crate::common::{
-    MongoArgs, ProcessorArgs, init_logging, kafka_settings_from_env, runtime, shutdown_signal,
-};
+use crate::common::{MongoArgs, ProcessorArgs, init_logging, kafka_settings_from_env};
 
 /// Options of `tickstream sink`.
 #[derive(Debug, clap::Args)]
@@ -32,7 +29,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     tickstream_model::duration::parse_duration(text).map_err(|e| e.to_string())
 }
 
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub async fn main(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     init_logging();
     let topology = args.processor.topology.load()?;
     let mut config = SinkConfig::from_topology(&topology, &args.processor.kafka.brokers);
@@ -46,20 +43,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     let metrics_addr = args.processor.metrics_addr(&topology);
     let origin = args.processor.topology.path.display().to_string();
-    runtime()?.block_on(async move {
+    {
         let writer = MongoWriter::connect(args.mongodb.mongodb_uri.expose(), &topology).await?;
         let metrics = Arc::new(SinkMetrics::new(&topology.application_id));
         let health = Arc::new(Health::default());
-        let (stopped_tx, mut stopped_rx) = watch::channel(false);
         let scrape = Arc::clone(&metrics);
         let endpoints = Endpoints {
             health: Arc::clone(&health),
             render: Arc::new(move || scrape.registry().render()),
         };
-        let (bound, serve) = bind_http(metrics_addr, endpoints, async move {
-            let _ = stopped_rx.wait_for(|s| *s).await;
-        })
-        .await?;
+        let (bound, serve) = bind_http(metrics_addr, endpoints, shutdown.requested_owned()).await?;
         let server = tokio::spawn(serve);
         info!(
             topology = %origin,
@@ -71,17 +64,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             %bound,
             "sink starting; serving /metrics, /healthz, /readyz"
         );
-        let shutdown = shutdown_signal()?;
         let outcome = KafkaSink::new(config, &topology, writer, metrics, health)
-            .run(shutdown)
+            .run(shutdown.requested_owned())
             .await;
         if let Err(e) = &outcome {
             // One ERROR line naming the cause (e.g. "Kafka at … unreachable for 600 s"),
             // in the log format the operator chose, before the process exits non-zero.
             error!("sink stopped: {e}");
         }
-        let _ = stopped_tx.send(true);
+        // The endpoints stop with the sink, however it ended.
+        shutdown.request();
         let _ = server.await;
         outcome.context("sink stopped with an error")
-    })
+    }
 }

@@ -8,7 +8,8 @@
 
 use std::io::Read;
 
-use tokio::sync::watch;
+use tickstream_streams::Shutdown;
+use tracing::info;
 
 /// Ctrl-C as a byte, once the terminal no longer turns it into a signal.
 const CTRL_C: u8 = 0x03;
@@ -38,15 +39,19 @@ impl KeyboardGuard {
         Some(Self { original })
     }
 
-    /// Reads keys on a thread of its own and sets `quit` on Ctrl-C or `q`. The thread blocks
-    /// on stdin for the life of the process.
-    pub fn watch(&self, quit: watch::Sender<bool>) {
+    /// Reads keys on a thread of its own and requests `shutdown` on Ctrl-C or `q`. The thread
+    /// blocks on stdin for the life of the process.
+    pub fn watch(&self, shutdown: Shutdown) {
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin();
             let mut key = [0u8; 1];
             while let Ok(1) = stdin.read(&mut key) {
                 if key[0] == CTRL_C || key[0] == b'q' {
-                    let _ = quit.send(true);
+                    info!(
+                        key = if key[0] == b'q' { "q" } else { "Ctrl-C" },
+                        "stopping"
+                    );
+                    shutdown.request();
                     return;
                 }
             }

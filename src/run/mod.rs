@@ -9,26 +9,22 @@ mod keyboard;
 mod output;
 mod view;
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tickstream_enrich::{Enrich, EnrichProcessor};
-use tickstream_ingest::{IngestMetrics, Source, binance_reachable};
+use tickstream_ingest::{IngestMetrics, MemoryTickSink, Source, binance_reachable};
+use tickstream_model::Topology;
 use tickstream_model::topology::{BinanceRestSource, SourceConfig, SyntheticSource};
-use tickstream_model::{RecordFormat, Topology};
 use tickstream_sink::MongoUri;
 use tickstream_streams::private_fs::create_private_dir_all;
 use tickstream_streams::{
-    InMemoryBroker, InMemoryStreams, MemoryError, StateDir, StoredRecord, TopicCapacity,
+    Health, InMemoryBroker, InMemoryStreams, MemoryError, Shutdown, StateDir, TopicCapacity,
 };
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::common::{TopologyArg, init_logging_to};
 use output::Output;
@@ -73,8 +69,10 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// What each in-process topic may hold before its producer waits: a fraction of a second at
 /// 20,000 ticks/s, so memory stays flat at any rate and Ctrl-C has little left to write.
 const TOPIC_CAPACITY: TopicCapacity = TopicCapacity::DEFAULT;
+/// The in-process transport acknowledges a tick when it takes it: nothing waits to be flushed.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub fn main(args: Args) -> anyhow::Result<()> {
+pub async fn main(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     create_private_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
     let interactive = std::io::stdout().is_terminal();
@@ -82,8 +80,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let log_file = args.data_dir.join("tickstream.log");
     init_logging_to(interactive.then_some(log_file.as_path()))?;
     let mut topology = args.topology.load()?;
-    let runtime = crate::common::runtime()?;
-    let source_banner = runtime.block_on(choose_source(&mut topology, &args))?;
+    let source_banner = choose_source(&mut topology, &args).await?;
     println!("tickstream run: {source_banner}");
     println!(
         "results: {} (JSON Lines, one file per topic){}{}",
@@ -100,7 +97,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     );
     info!(source = %source_banner, "tickstream run starting");
-    runtime.block_on(run(topology, args, source_banner, interactive))
+    run(topology, args, source_banner, interactive, shutdown).await
 }
 
 /// Picks the source and says which one runs — never passing synthetic prices off as live.
@@ -158,27 +155,6 @@ async fn choose_source(topology: &mut Topology, args: &Args) -> anyhow::Result<S
     })
 }
 
-/// Asks every stage to stop: the source at once, enrich after committing what it processed.
-/// The sink then writes what reached it and ends with its input (see [`run`]).
-struct Stop {
-    flag: Arc<AtomicBool>,
-    tx: watch::Sender<bool>,
-}
-
-impl Stop {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            flag: Arc::new(AtomicBool::new(false)),
-            tx: watch::channel(false).0,
-        })
-    }
-
-    fn request(&self) {
-        self.flag.store(true, Ordering::Relaxed);
-        self.tx.send_replace(true);
-    }
-}
-
 /// Drain semantics, in pipeline order, each step awaited as an event, never a timer: the source
 /// ends (a replay file's end, or Ctrl-C) and its raw topics are closed; enrich ends when it has
 /// processed and committed everything of its closed input (on Ctrl-C: what it had read), and
@@ -188,6 +164,7 @@ async fn run(
     args: Args,
     source_banner: String,
     interactive: bool,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let topology = Arc::new(topology);
     let broker = InMemoryBroker::with_capacity(TOPIC_CAPACITY);
@@ -210,36 +187,35 @@ async fn run(
     .await
     .context("opening the outputs")?;
 
-    let stop = Stop::new();
-    let (stopper, keyboard) = watch_for_ctrl_c(interactive, Arc::clone(&stop))?;
+    let keyboard = capture_keyboard(interactive, &shutdown);
+    // A stage that fails requests shutdown: the others stop in the documented order.
     let enrich_thread = {
-        let stop = Arc::clone(&stop);
+        let shutdown = shutdown.clone();
         tokio::task::spawn_blocking(move || {
-            let result = streams.run(&stop.flag);
+            let result = streams.run(&shutdown);
             if result.is_err() {
-                stop.request();
+                shutdown.request();
             }
             result
         })
     };
     let output_task = {
-        let (broker, view, stop) = (Arc::clone(&broker), Arc::clone(&view), Arc::clone(&stop));
+        let (broker, view, shutdown) = (Arc::clone(&broker), Arc::clone(&view), shutdown.clone());
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let result = output.follow(&broker, &view, &stop.flag, &handle);
+            let result = output.follow(&broker, &view, &shutdown, &handle);
             if result.is_err() {
-                stop.request();
+                shutdown.request();
             }
             result
         })
     };
-    let source_task = tokio::spawn(feed(
+    let source_task = tokio::spawn(ingest(
         Arc::clone(&topology),
         Arc::clone(&broker),
-        stop.tx.subscribe(),
+        shutdown.clone(),
     ));
-    let (view_stop, view_stopped) = watch::channel(false);
-    let view_task = tokio::spawn(show(Arc::clone(&view), interactive, view_stopped));
+    let view_task = tokio::spawn(show(Arc::clone(&view), interactive));
 
     let source_result = source_task.await;
     for topic in topology.raw_topics() {
@@ -248,13 +224,11 @@ async fn run(
     info!("the source is done; enrich and the sink finish their input");
     let enrich_result = enrich_thread.await;
     let output_result = output_task.await;
-    stopper.abort();
-    let _ = stopper.await;
-    view_stop.send_replace(true);
+    view_task.abort();
     let _ = view_task.await;
     drop(keyboard);
 
-    let stopped = stop.flag.load(Ordering::Relaxed);
+    let stopped = shutdown.is_requested();
     check_outcomes(stopped, source_result, enrich_result, output_result)?;
     println!("stopped; results are in {}", args.data_dir.display());
     Ok(())
@@ -321,94 +295,45 @@ fn start_enrich(
     .context("starting enrich")
 }
 
-/// Requests `stop` on SIGINT/SIGTERM, or — on a terminal — on Ctrl-C or `q` read as keys (see
-/// keyboard.rs; the guard restores the terminal when dropped).
-fn watch_for_ctrl_c(
-    interactive: bool,
-    stop: Arc<Stop>,
-) -> anyhow::Result<(JoinHandle<()>, Option<keyboard::KeyboardGuard>)> {
-    let signal = crate::common::shutdown_signal()?;
-    let (quit_tx, mut quit_rx) = watch::channel(false);
-    let keyboard = if interactive {
-        keyboard::KeyboardGuard::capture()
-    } else {
-        None
-    };
-    if let Some(keyboard) = &keyboard {
-        keyboard.watch(quit_tx);
-    }
-    let stopper = tokio::spawn(async move {
-        let quit_key = async {
-            // Without a keyboard the sender is gone at once: that is no request to stop.
-            if quit_rx.wait_for(|quit| *quit).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            () = signal => {}
-            () = quit_key => {}
-        }
-        info!("stopping: the source stops, the rest commits and writes what it has");
-        stop.request();
-    });
-    Ok((stopper, keyboard))
+/// On a terminal, Ctrl-C and `q` are read as keys and request `shutdown` (see keyboard.rs; the
+/// guard restores the terminal when dropped). Signals reach `shutdown` through `main`.
+fn capture_keyboard(interactive: bool, shutdown: &Shutdown) -> Option<keyboard::KeyboardGuard> {
+    let keyboard = interactive
+        .then(keyboard::KeyboardGuard::capture)
+        .flatten()?;
+    keyboard.watch(shutdown.clone());
+    Some(keyboard)
 }
 
-/// Moves the source's ticks into the raw topic(s), a batch at a time and waiting while the
-/// transport is full, until the source ends or `stop` is set.
-async fn feed(
+/// Ingest's own produce loop ([`tickstream_ingest::run`]) over the in-process transport: until
+/// the source ends or shutdown is requested. Closing the raw topics is left to the caller.
+async fn ingest(
     topology: Arc<Topology>,
     broker: Arc<InMemoryBroker>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let metrics = IngestMetrics::new(&topology.application_id);
     let mut source = Source::from_topology(&topology, &metrics)?;
-    let format: RecordFormat = topology.topics.raw_format;
-    loop {
-        let batch = tokio::select! {
-            batch = source.next_batch() => batch?,
-            _ = stop.wait_for(|stop| *stop) => return Ok(()),
-        };
-        let Some(ticks) = batch else {
-            return Ok(());
-        };
-        let now = tickstream_ingest::metrics::now_ms();
-        let mut by_topic: BTreeMap<&str, Vec<StoredRecord>> = BTreeMap::new();
-        for tick in ticks {
-            let Some(topic) = topology.raw_topic_for(tick.symbol.as_str()) else {
-                warn!(symbol = %tick.symbol, "no raw topic for this symbol; tick dropped");
-                continue;
-            };
-            by_topic.entry(topic).or_default().push(StoredRecord {
-                key: Some(tick.symbol.as_str().as_bytes().to_vec()),
-                value: tick.encode(format),
-                timestamp: Some(now),
-                headers: Vec::new(),
-            });
-        }
-        for (topic, records) in by_topic {
-            tokio::select! {
-                produced = broker.produce_async(topic, records) => {
-                    produced.context("producing to the in-process transport")?;
-                }
-                _ = stop.wait_for(|stop| *stop) => return Ok(()),
-            }
-        }
-    }
+    let mut sink = MemoryTickSink::new(broker, &topology, &metrics);
+    // `run` serves no endpoints: readiness is only the live view's business.
+    let health = Health::default();
+    tickstream_ingest::run(
+        &mut source,
+        &mut sink,
+        &metrics,
+        &health,
+        &shutdown,
+        FLUSH_TIMEOUT,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Redraws the view every second on a terminal; logs plain lines otherwise.
-async fn show(
-    view: Arc<std::sync::Mutex<LiveView>>,
-    interactive: bool,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn show(view: Arc<std::sync::Mutex<LiveView>>, interactive: bool) {
     let mut ticker = tokio::time::interval(REFRESH);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
+        ticker.tick().await;
         let mut view = view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tickstream_model::{
 };
 use tickstream_sink::{DocumentMapper, MONGODB_REJECTED, MongoWriter, SinkDocument};
 use tickstream_streams::private_fs::append_private_file;
-use tickstream_streams::{InMemoryBroker, Record, StoredRecord, dlq_headers};
+use tickstream_streams::{InMemoryBroker, Record, Shutdown, StoredRecord, dlq_headers};
 use tracing::warn;
 
 use super::view::LiveView;
@@ -141,7 +141,7 @@ impl Output {
         mut self,
         broker: &InMemoryBroker,
         view: &Mutex<LiveView>,
-        stop: &AtomicBool,
+        stop: &Shutdown,
         handle: &tokio::runtime::Handle,
     ) -> anyhow::Result<()> {
         let result = self.follow_to_the_end(broker, view, stop, handle);
@@ -153,7 +153,7 @@ impl Output {
         &mut self,
         broker: &InMemoryBroker,
         view: &Mutex<LiveView>,
-        stop: &AtomicBool,
+        stop: &Shutdown,
         handle: &tokio::runtime::Handle,
     ) -> anyhow::Result<()> {
         loop {
@@ -294,7 +294,7 @@ fn write_to_mongodb(
     writer: &MongoWriter,
     documents: &[SinkDocument],
     handle: &tokio::runtime::Handle,
-    stop: &AtomicBool,
+    stop: &Shutdown,
 ) -> anyhow::Result<Vec<(usize, String)>> {
     if documents.is_empty() {
         return Ok(Vec::new());
@@ -314,7 +314,7 @@ fn write_to_mongodb(
                     })
                     .collect());
             }
-            Err(e) if !stop.load(Ordering::Relaxed) => {
+            Err(e) if !stop.is_requested() => {
                 warn!("MongoDB write failed, retrying in {MONGODB_RETRY:?}: {e}");
                 std::thread::sleep(MONGODB_RETRY);
             }

@@ -111,10 +111,12 @@ fn child() {
     )
     .expect("valid configuration");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    if let Err(error) = runtime.block_on(tickstream_streams::run_until_signal(
-        streams,
-        Some(settings.http),
-    )) {
+    let outcome = runtime.block_on(async {
+        let shutdown = tickstream_streams::Shutdown::new();
+        shutdown.request_on_signals().expect("the signal handlers");
+        tickstream_streams::run_until_shutdown(streams, Some(settings.http), shutdown).await
+    });
+    if let Err(error) = outcome {
         panic!("the counting application failed: {error}");
     }
 }

@@ -18,14 +18,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tickstream_enrich::EnrichMetrics;
 use tickstream_ingest::IngestMetrics;
 use tickstream_sink::SinkMetrics;
 use tickstream_streams::{
-    CountingProcessor, Endpoints, Health, KafkaStreams, StreamsConfig, StreamsMetrics, bind_http,
+    CountingProcessor, Endpoints, Health, KafkaStreams, Shutdown, StreamsConfig, StreamsMetrics,
+    bind_http,
 };
 
 use crate::support::{
@@ -303,11 +303,11 @@ fn rule_health(prometheus: SocketAddr) -> Vec<(String, String)> {
 
 /// Asks the application's processing thread to stop when dropped, also when an assertion
 /// failed: the tokio runtime waits for that thread before the test can end.
-struct StopOnDrop(Arc<AtomicBool>);
+struct StopOnDrop(Shutdown);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.request();
     }
 }
 
@@ -346,9 +346,9 @@ async fn real_prometheus_scrapes_a_running_processor() {
     .await
     .expect("bind /metrics");
     let server = tokio::spawn(serve);
-    let shutdown = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let flag = Arc::clone(&shutdown.0);
-    let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
+    let shutdown = StopOnDrop(Shutdown::new());
+    let token = shutdown.0.clone();
+    let worker = tokio::task::spawn_blocking(move || streams.run(&token));
 
     produce_keyed(&producer(&brokers, &[]), &input, 0..RECORDS, 10).await;
 

@@ -74,10 +74,7 @@ fn reference_deployment(
 /// the topics' time-based retention (7 days) while the test runs.
 fn recent_ticks(symbols: &[Symbol], n: usize, seed: u64) -> Vec<(Symbol, f64, i64)> {
     let walk = ticks(symbols, n, seed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .expect("a clock after 1970");
+    let now = tickstream_model::clock::now_ms();
     let last = walk.last().map_or(0, |t| t.2);
     let shift = now - 3_600_000 - last;
     walk.into_iter()

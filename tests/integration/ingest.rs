@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use tickstream_ingest::{
     Backoff, BreakerState, IngestMetrics, KafkaTickSink, Politeness, Source, SourceError, Stopped,
+    TickTransport,
 };
 use tickstream_model::{DecodeOptions, Topology};
-use tickstream_streams::Health;
+use tickstream_streams::{Health, KafkaSettings, Shutdown};
 
 use self::fake_binance::{FakeBinance, PRICES, Reply};
 use crate::support::{consumer, create_topic, receive, require_kafka, unique_name};
@@ -80,26 +81,34 @@ async fn rest_polls_all_symbols_in_one_request_and_produces_full_records() {
     let topology = rest_topology(&fake.base_url, &topic, 5, "2s");
     let metrics = IngestMetrics::new("ingest-test");
     let mut source = fast_source(&topology, &metrics);
-    let mut sink = KafkaTickSink::new(&topology, &brokers, &[], &metrics).expect("a producer");
+    let mut sink = KafkaTickSink::new(&topology, &brokers, &KafkaSettings::default(), &metrics)
+        .expect("a producer");
     sink.check_connected(Duration::from_secs(10))
         .await
         .expect("the broker answers");
     let health = Health::default();
 
     let requests = Arc::clone(&fake.requests);
-    let shutdown = wait_until("two polls", Duration::from_secs(20), move || {
+    let two_polls = wait_until("two polls", Duration::from_secs(20), move || {
         requests.lock().expect("not poisoned").len() >= 2
     });
-    let stopped = tickstream_ingest::run(
-        &mut source,
-        &mut sink,
-        &metrics,
-        &health,
-        shutdown,
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("ingest runs");
+    let shutdown = Shutdown::new();
+    // In one task, so a timed-out wait fails the test instead of leaving ingest running.
+    let (stopped, ()) = tokio::join!(
+        tickstream_ingest::run(
+            &mut source,
+            &mut sink,
+            &metrics,
+            &health,
+            &shutdown,
+            Duration::from_secs(20),
+        ),
+        async {
+            two_polls.await;
+            shutdown.request();
+        }
+    );
+    let stopped = stopped.expect("ingest runs");
     assert_eq!(stopped, Stopped::Shutdown);
 
     for (_, target) in fake.requests() {
@@ -172,7 +181,8 @@ async fn seed_layout_writes_reference_records_to_per_coin_topics() {
     );
     let metrics = IngestMetrics::new("ingest-test");
     let mut source = fast_source(&topology, &metrics);
-    let mut sink = KafkaTickSink::new(&topology, &brokers, &[], &metrics).expect("a producer");
+    let mut sink = KafkaTickSink::new(&topology, &brokers, &KafkaSettings::default(), &metrics)
+        .expect("a producer");
     let ticks = one_batch(&mut source).await;
     sink.send_batch(&ticks).await.expect("enqueued");
     sink.flush(Duration::from_secs(20))
@@ -415,13 +425,14 @@ async fn replay_file_goes_to_kafka_and_the_run_ends_with_the_file() {
     .expect("a valid topology");
     let metrics = IngestMetrics::new("ingest-test");
     let mut source = Source::from_topology(&topology, &metrics).expect("the file opens");
-    let mut sink = KafkaTickSink::new(&topology, &brokers, &[], &metrics).expect("a producer");
+    let mut sink = KafkaTickSink::new(&topology, &brokers, &KafkaSettings::default(), &metrics)
+        .expect("a producer");
     let stopped = tickstream_ingest::run(
         &mut source,
         &mut sink,
         &metrics,
         &Health::default(),
-        std::future::pending(),
+        &Shutdown::new(),
         Duration::from_secs(20),
     )
     .await
@@ -448,7 +459,13 @@ async fn replay_file_goes_to_kafka_and_the_run_ends_with_the_file() {
 async fn an_unreachable_broker_is_a_startup_error_saying_how_to_fix_it() {
     let topology = Topology::default();
     let metrics = IngestMetrics::new("ingest-test");
-    let sink = KafkaTickSink::new(&topology, "127.0.0.1:1", &[], &metrics).expect("a producer");
+    let sink = KafkaTickSink::new(
+        &topology,
+        "127.0.0.1:1",
+        &KafkaSettings::default(),
+        &metrics,
+    )
+    .expect("a producer");
     let error = sink
         .check_connected(Duration::from_secs(1))
         .await

@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -35,10 +35,7 @@ pub fn mongodb_uri() -> String {
 /// A name unique to this test process and call, for topics, groups, databases.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos = tickstream_model::clock::since_epoch().as_nanos();
     format!(
         "{prefix}-{}-{}-{}",
         std::process::id(),
@@ -413,12 +410,7 @@ pub fn kill_points(total: usize) -> Vec<usize> {
     let seed = std::env::var("TICKSTREAM_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+        .unwrap_or_else(|| tickstream_model::clock::since_epoch().as_nanos() as u64);
     eprintln!("kill points seed: TICKSTREAM_TEST_SEED={seed}");
     let mut state = seed | 1;
     let mut next = || {

@@ -88,7 +88,7 @@ pub(crate) fn decide(facts: &Facts) -> Verdict {
 }
 
 /// Watches one producer; [`BrokerWatch::check`] is called every few hundred milliseconds.
-pub(crate) struct BrokerWatch {
+pub struct BrokerWatch {
     producer: ThreadedProducer<DeliveryCounter>,
     state: Arc<DeliveryState>,
     brokers: String,

@@ -23,13 +23,14 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use tickstream_model::{RawTick, RecordFormat, Topology};
+use tickstream_model::{RawTick, Topology};
 use tickstream_streams::{
-    ClientLog, SendError, client_config, kafka_millis, send_with_backpressure,
+    ClientLog, KafkaSettings, SendError, client_config, kafka_millis, send_with_backpressure,
 };
 
 use crate::broker_watch::BrokerWatch;
 use crate::metrics::IngestMetrics;
+use crate::transport::{RawRecords, TickTransport, TransportWatch};
 
 /// Why the Kafka side stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,14 @@ pub enum SinkError {
         topic: String,
         key: String,
         error: String,
+    },
+    #[error(
+        "the in-process transport refused ticks for {topic}: {source}; the stage reading it \
+         stopped first (see its error)"
+    )]
+    InProcess {
+        topic: String,
+        source: tickstream_streams::MemoryError,
     },
     #[error("enqueueing a tick for {topic} failed: {source}")]
     Enqueue { topic: String, source: KafkaError },
@@ -151,11 +160,11 @@ impl ProducerContext for DeliveryCounter {
 pub struct KafkaTickSink {
     producer: ThreadedProducer<DeliveryCounter>,
     state: Arc<DeliveryState>,
-    topology: Topology,
-    format: RecordFormat,
+    records: RawRecords,
     brokers: String,
-    buffer: Vec<u8>,
     give_up_after: Duration,
+    /// The topic the broker watch asks metadata for.
+    probe_topic: Option<String>,
 }
 
 impl KafkaTickSink {
@@ -209,16 +218,16 @@ impl KafkaTickSink {
         )
     }
 
-    /// A producer for `topology`'s raw topics on `brokers`; `extra_settings` (security
+    /// A producer for `topology`'s raw topics on `brokers`; `settings` (security
     /// settings from the environment) are applied last.
     pub fn new(
         topology: &Topology,
         brokers: &str,
-        extra_settings: &[(String, String)],
+        settings: &KafkaSettings,
         metrics: &IngestMetrics,
     ) -> Result<Self, SinkError> {
         let give_up_after = topology.processing.give_up_after;
-        let config = Self::producer_config(topology, brokers, extra_settings);
+        let config = Self::producer_config(topology, brokers, settings);
         let produced = topology
             .symbols
             .iter()
@@ -245,11 +254,13 @@ impl KafkaTickSink {
         Ok(Self {
             producer,
             state,
-            topology: topology.clone(),
-            format: topology.topics.raw_format,
+            records: RawRecords::new(topology),
             brokers: brokers.to_owned(),
-            buffer: Vec::with_capacity(128),
             give_up_after,
+            probe_topic: topology
+                .raw_topics()
+                .first()
+                .map(|topic| (*topic).to_owned()),
         })
     }
 
@@ -271,37 +282,81 @@ impl KafkaTickSink {
         })
     }
 
+    /// How long an outage is ridden out (`processing.give_up_after`).
+    pub fn give_up_after(&self) -> Duration {
+        self.give_up_after
+    }
+
+    /// Ticks that failed for good so far.
+    pub fn failed(&self) -> u64 {
+        self.state.failed.load(Ordering::Relaxed)
+    }
+
+    fn check_failures(&self) -> Result<(), SinkError> {
+        check_failures(&self.state)
+    }
+}
+
+/// The first delivery failure reported so far, if any.
+fn check_failures(state: &DeliveryState) -> Result<(), SinkError> {
+    if state.failed.load(Ordering::Relaxed) == 0 {
+        return Ok(());
+    }
+    let first = state
+        .first_failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    Err(first.unwrap_or_else(|| SinkError::Delivery {
+        topic: "?".to_owned(),
+        key: "?".to_owned(),
+        error: "a delivery failed (reported before)".to_owned(),
+    }))
+}
+
+impl TransportWatch for BrokerWatch {
+    fn check(&mut self) -> Result<bool, SinkError> {
+        BrokerWatch::check(self)
+    }
+}
+
+impl TickTransport for KafkaTickSink {
+    type Watch = BrokerWatch;
+
+    /// Watches the broker for the ingest loop: readiness and giving up (see `broker_watch`).
+    fn watch(&self) -> BrokerWatch {
+        BrokerWatch::new(
+            self.producer.clone(),
+            Arc::clone(&self.state),
+            self.brokers.clone(),
+            self.probe_topic.clone(),
+            self.give_up_after,
+        )
+    }
+
     /// Enqueues every tick (waiting while librdkafka's queue is full); fails on the first
     /// delivery failure reported so far.
     // rdkafka hands a refused record back in its `Err`: that is the large variant.
     #[allow(clippy::result_large_err)]
-    pub async fn send_batch(&mut self, ticks: &[RawTick]) -> Result<(), SinkError> {
+    async fn send_batch(&mut self, ticks: &[RawTick]) -> Result<(), SinkError> {
         self.check_failures()?;
         for tick in ticks {
-            let symbol = tick.symbol.as_str();
-            let topic = self
-                .topology
-                .raw_topic_for(symbol)
-                .ok_or_else(|| SinkError::NoTopic {
-                    symbol: symbol.to_owned(),
-                })?;
-            self.buffer.clear();
-            tick.encode_into(self.format, &mut self.buffer);
-            let record = BaseRecord::to(topic).key(symbol).payload(&self.buffer);
-            let this = &*self;
+            let (placed, value) = self.records.encode(tick)?;
+            let record = BaseRecord::to(placed.topic).key(placed.key).payload(value);
+            let (producer, state) = (&self.producer, &self.state);
             send_with_backpressure(
                 record,
-                |record| this.producer.send(record),
+                |record| producer.send(record),
                 // Back-pressure: the background thread is draining the queue.
                 || async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    this.check_failures()
+                    check_failures(state)
                 },
             )
             .await
             .map_err(|error| match error {
                 SendError::Kafka(source) => SinkError::Enqueue {
-                    topic: topic.to_owned(),
+                    topic: placed.topic.to_owned(),
                     source,
                 },
                 SendError::Waiting(failure) => failure,
@@ -311,7 +366,7 @@ impl KafkaTickSink {
     }
 
     /// Waits up to `timeout` for every enqueued tick to be acknowledged.
-    pub async fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+    async fn flush(&mut self, timeout: Duration) -> Result<(), SinkError> {
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         self.check_failures()?;
@@ -322,50 +377,8 @@ impl KafkaTickSink {
         Ok(())
     }
 
-    /// How long an outage is ridden out (`processing.give_up_after`).
-    pub fn give_up_after(&self) -> Duration {
-        self.give_up_after
-    }
-
-    /// Watches the broker for the ingest loop: readiness and giving up (see `broker_watch`).
-    pub(crate) fn watch(&self) -> BrokerWatch {
-        BrokerWatch::new(
-            self.producer.clone(),
-            Arc::clone(&self.state),
-            self.brokers.clone(),
-            self.topology
-                .raw_topics()
-                .first()
-                .map(|topic| (*topic).to_owned()),
-            self.give_up_after,
-        )
-    }
-
-    /// Ticks Kafka acknowledged so far.
-    pub fn delivered(&self) -> u64 {
+    fn delivered(&self) -> u64 {
         self.state.delivered.load(Ordering::Relaxed)
-    }
-
-    /// Ticks that failed for good so far.
-    pub fn failed(&self) -> u64 {
-        self.state.failed.load(Ordering::Relaxed)
-    }
-
-    fn check_failures(&self) -> Result<(), SinkError> {
-        if self.state.failed.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let first = self
-            .state
-            .first_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        Err(first.unwrap_or_else(|| SinkError::Delivery {
-            topic: "?".to_owned(),
-            key: "?".to_owned(),
-            error: "a delivery failed (reported before)".to_owned(),
-        }))
     }
 }
 

@@ -9,13 +9,14 @@
 //!   gaps reported, never filled), a JSON Lines replay, and a seeded synthetic random walk;
 //!   whatever the network sends is bounded first ([`limits`]: size caps, a handshake
 //!   deadline, a clamped `Retry-After`, unlisted symbols dropped);
-//! - **the Kafka side** ([`KafkaTickSink`]): idempotent producer, `acks=all`, key = symbol
-//!   in Kafka's default (murmur2) partition, topic, record format and compression from the
-//!   topology; a broker outage is ridden out (ticks buffered, not ready) for at most
-//!   `processing.give_up_after`.
+//! - **the transports** ([`TickTransport`]): Kafka ([`KafkaTickSink`]: idempotent producer,
+//!   `acks=all`, key = symbol in Kafka's default (murmur2) partition, topic, record format and
+//!   compression from the topology; a broker outage is ridden out (ticks buffered, not ready)
+//!   for at most `processing.give_up_after`), and the in-process transport of `tickstream run`
+//!   ([`MemoryTickSink`]), placing ticks the same way.
 //!
-//! [`pipeline::run`] joins them for the `ingest` processor; `tickstream run` feeds the same
-//! sources into its in-process transport instead.
+//! [`pipeline::run`] joins them: the one produce loop, for the `ingest` processor over Kafka
+//! and for `tickstream run` over the in-process transport.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +34,7 @@ pub mod binance;
 mod broker_watch;
 pub mod kafka;
 pub mod limits;
+mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod politeness;
@@ -41,10 +43,14 @@ pub mod rest;
 pub mod rng;
 pub mod source;
 pub mod synthetic;
+mod transport;
 pub mod ws;
 
+pub use broker_watch::BrokerWatch;
 pub use kafka::{KafkaTickSink, SinkError};
+pub use memory::{AlwaysReady, MemoryTickSink};
 pub use metrics::{IngestMetrics, WaitReason};
 pub use pipeline::{IngestError, Stopped, run};
 pub use politeness::{Backoff, BreakerState, CircuitBreaker, WeightTracker};
 pub use source::{Politeness, Source, SourceError, binance_reachable};
+pub use transport::{TickTransport, TransportWatch};

@@ -1,16 +1,16 @@
-//! The ingest loop: source → Kafka until the source ends or shutdown is asked for, then a
-//! bounded flush. One place, so the failure paths are as visible as the happy path.
+//! The ingest loop: source → transport (Kafka, or the in-process transport of `tickstream run`)
+//! until the source ends or shutdown is asked for, then a bounded flush. One place, for both
+//! transports, so the failure paths are as visible as the happy path.
 
-use std::future::Future;
 use std::time::Duration;
 
-use tickstream_streams::Health;
+use tickstream_streams::{Health, Shutdown};
 use tracing::{info, warn};
 
-use crate::broker_watch::BrokerWatch;
-use crate::kafka::{KafkaTickSink, SinkError};
+use crate::kafka::SinkError;
 use crate::metrics::{IngestMetrics, now_ms};
 use crate::source::{Source, SourceError};
+use crate::transport::{TickTransport, TransportWatch};
 
 /// Why ingest stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub enum IngestError {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
-    /// The shutdown future completed (SIGTERM/SIGINT).
+    /// Shutdown was requested (SIGTERM/SIGINT, or another stage of `tickstream run`).
     Shutdown,
     /// The source has no more ticks (the end of a replay file).
     SourceExhausted,
@@ -38,24 +38,26 @@ pub enum Stopped {
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Moves ticks from `source` to `sink` until `shutdown` completes or the source ends, then
-/// flushes for at most `flush_timeout`. Keeps `health` alive on every turn and ready while the
-/// broker takes the ticks and the source delivers (`source_up`); a broker unreachable for the
-/// topology's `processing.give_up_after` ends the run with [`SinkError::GaveUp`].
-pub async fn run(
+/// flushes for at most `flush_timeout` (the shutdown order: stop the source, drain; ingest has
+/// nothing to commit). Keeps `health` alive on every turn and ready while the transport takes
+/// the ticks and the source delivers (`source_up`); a broker unreachable for the topology's
+/// `processing.give_up_after` ends the run with [`SinkError::GaveUp`].
+pub async fn run<T: TickTransport>(
     source: &mut Source,
-    sink: &mut KafkaTickSink,
+    sink: &mut T,
     metrics: &IngestMetrics,
     health: &Health,
-    shutdown: impl Future<Output = ()>,
+    shutdown: &Shutdown,
     flush_timeout: Duration,
 ) -> Result<Stopped, IngestError> {
     let kind = source.kind();
+    let shutdown = shutdown.requested();
     tokio::pin!(shutdown);
-    let mut watch = sink.watch();
     let mut check = tokio::time::interval(CHECK_INTERVAL);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.set_ready(false);
-    let turn = |watch: &mut BrokerWatch| -> Result<(), IngestError> {
+    let mut watch = sink.watch();
+    let turn = |watch: &mut T::Watch| -> Result<(), IngestError> {
         health.heartbeat();
         match watch.check() {
             Ok(broker_ready) => {

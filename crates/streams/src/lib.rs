@@ -39,8 +39,9 @@
 //! # Ok::<(), ProcessError>(())
 //! ```
 //!
-//! On Kafka, [`KafkaStreams`] runs the same processor; [`run_until_signal`] adds `/metrics`,
-//! `/healthz`, `/readyz` and graceful shutdown on SIGTERM/SIGINT.
+//! On Kafka, [`KafkaStreams`] runs the same processor; [`run_until_shutdown`] adds `/metrics`,
+//! `/healthz`, `/readyz` and stops it when the process's [`Shutdown`] is requested (on
+//! SIGTERM/SIGINT: [`Shutdown::request_on_signals`]).
 
 mod client_log;
 mod config;
@@ -83,7 +84,7 @@ pub use processor::{
     Collector, Emitted, ProcessError, Processor, ProcessorContext, PunctuationType, Record,
     Rejection, TaskId,
 };
-pub use runner::run_until_signal;
+pub use runner::run_until_shutdown;
 pub use shutdown::Shutdown;
 pub use store::{Change, KeyValueStore, StateCodec, StateDir, StoreError};
 pub use task::{Outcome, StreamTask};

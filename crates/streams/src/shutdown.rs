@@ -19,7 +19,9 @@
 //!   commit cannot hold the process forever. What was not committed by then is redone on the
 //!   next start (exactly-once: from the last commit).
 
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tracing::info;
 
 /// The process's request to stop: cheap to clone, one per process (see the module docs).
 #[derive(Debug, Clone, Default)]
@@ -51,6 +53,29 @@ impl Shutdown {
     /// take `impl Future + 'static`.
     pub fn requested_owned(&self) -> impl Future<Output = ()> + Send + 'static {
         self.token.clone().cancelled_owned()
+    }
+
+    /// The process's one signal handler: requests shutdown on the first SIGTERM or SIGINT,
+    /// logging which. The handlers are installed before this returns, so no signal is missed
+    /// in between; call it once, inside the runtime. (A second signal is not special: the
+    /// deadline in `main` bounds how long stopping takes.)
+    pub fn request_on_signals(&self) -> std::io::Result<()> {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let shutdown = self.clone();
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+                () = shutdown.requested() => return,
+            };
+            info!(
+                signal = name,
+                "stopping: sources stop, then drain, commit, close"
+            );
+            shutdown.request();
+        });
+        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@
 //! both go through here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
@@ -16,6 +15,7 @@ use super::engine::TopicLayout;
 use super::{STARTUP_TIMEOUT, StreamsError, client_config};
 use crate::client_log::LoggingContext;
 use crate::config::StreamsConfig;
+use crate::shutdown::Shutdown;
 
 /// What a topic is for in the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,7 +316,7 @@ impl From<StreamsError> for NotYet {
 /// the internal and output topics that are missing. `Ok(None)`: shutdown was asked meanwhile.
 pub(crate) fn prepare_topics(
     config: &StreamsConfig,
-    shutdown: &AtomicBool,
+    shutdown: &Shutdown,
 ) -> Result<Option<TopicLayout>, StreamsError> {
     let started = Instant::now();
     let mut last_said: Option<Instant> = None;
@@ -340,7 +340,7 @@ pub(crate) fn prepare_topics(
         }
         let pause = Instant::now() + Duration::from_secs(1);
         while Instant::now() < pause {
-            if shutdown.load(Ordering::Relaxed) {
+            if shutdown.is_requested() {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -18,7 +18,6 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -37,6 +36,7 @@ use crate::client_log::ClientLog;
 use crate::config::{ConfigError, ProcessingGuarantee, StreamsConfig};
 use crate::metrics::{Health, StreamsMetrics};
 use crate::processor::Processor;
+use crate::shutdown::Shutdown;
 use crate::store::{StateDir, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +89,7 @@ pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// One instance of a streams application on Kafka.
 ///
 /// ```no_run
-/// # use std::sync::atomic::AtomicBool;
-/// # use tickstream_streams::{KafkaStreams, StreamsConfig, Processor, ProcessorContext, ProcessError, Record};
+/// # use tickstream_streams::{KafkaStreams, Shutdown, StreamsConfig, Processor, ProcessorContext, ProcessError, Record};
 /// # struct Counting;
 /// # impl Processor for Counting {
 /// #     type State = u64;
@@ -98,7 +97,7 @@ pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// # }
 /// let config = StreamsConfig::new("counter", "127.0.0.1:9092", &["words"]);
 /// let streams = KafkaStreams::new(config, Box::new(|_task| Counting))?;
-/// let shutdown = AtomicBool::new(false); // set it from a signal handler
+/// let shutdown = Shutdown::new(); // requested on SIGTERM: see `Shutdown::request_on_signals`
 /// streams.run(&shutdown)?;
 /// # Ok::<(), tickstream_streams::StreamsError>(())
 /// ```
@@ -138,9 +137,10 @@ impl<P: Processor + 'static> KafkaStreams<P> {
         Arc::clone(&self.health)
     }
 
-    /// Runs until `shutdown` is set, then commits, closes its tasks and returns `Ok`.
+    /// Runs until `shutdown` is requested, then commits, closes its tasks and returns `Ok`
+    /// (stop polling → commit → close tasks → leave the group: the order of [`Shutdown`]).
     /// Blocking: call it from a dedicated thread (`tokio::task::spawn_blocking`).
-    pub fn run(self, shutdown: &AtomicBool) -> Result<(), StreamsError> {
+    pub fn run(self, shutdown: &Shutdown) -> Result<(), StreamsError> {
         let config = self.config;
         let state = StateDir::open(&config.state_dir, &config.application_id)?;
         let instance_id = match &config.instance_id {
@@ -273,13 +273,13 @@ impl<P: Processor + 'static> KafkaStreams<P> {
 /// The processing loop: poll, process, commit when due; until `shutdown`.
 fn process_until<P: Processor>(
     consumer: &BaseConsumer<StreamsContext<P>>,
-    shutdown: &AtomicBool,
+    shutdown: &Shutdown,
     metrics: &StreamsMetrics,
     health: &Health,
     config: &StreamsConfig,
 ) -> Result<(), StreamsError> {
     let mut last_probe = Instant::now();
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shutdown.is_requested() {
         health.heartbeat();
         // Rebalance callbacks run inside poll and take the engine lock: do not hold it here.
         let polled = consumer.poll(Duration::from_millis(20));

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::info;
@@ -13,6 +12,7 @@ use super::{InMemoryBroker, MemoryError, StoredRecord};
 use crate::config::StreamsConfig;
 use crate::dlq_headers;
 use crate::processor::{Collector, Processor, Record, TaskId};
+use crate::shutdown::Shutdown;
 use crate::store::{KeyValueStore, StateDir};
 use crate::task::{Outcome, StreamTask};
 
@@ -135,7 +135,7 @@ impl<P: Processor> InMemoryStreams<P> {
     /// processed either way, then closes the output and dead-letter topics (so downstream
     /// readers see their end) and leaves the group — also after an error, so that neither
     /// producers upstream nor readers downstream wait for it.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), MemoryError> {
+    pub fn run(&mut self, stop: &Shutdown) -> Result<(), MemoryError> {
         let result = self.run_until_end(stop);
         for topic in self.output_topics.iter().chain([&self.dead_letter_topic]) {
             self.broker.close(topic);
@@ -144,9 +144,9 @@ impl<P: Processor> InMemoryStreams<P> {
         result
     }
 
-    fn run_until_end(&mut self, stop: &AtomicBool) -> Result<(), MemoryError> {
+    fn run_until_end(&mut self, stop: &Shutdown) -> Result<(), MemoryError> {
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_requested() {
                 self.commit()?;
                 info!(application = %self.application_id, "stopped after committing what it processed");
                 return Ok(());

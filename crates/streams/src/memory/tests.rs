@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::config::StreamsConfig;
@@ -228,7 +227,7 @@ fn streams_run_to_the_end_of_closed_inputs_and_close_their_outputs() {
     broker.produce("words", inputs).expect("words");
     broker.close("words");
     streams
-        .run(&AtomicBool::new(false))
+        .run(&crate::Shutdown::new())
         .expect("runs to the end");
 
     let mut counted = 0;
