@@ -103,7 +103,9 @@ up() {
             local cluster_id
             cluster_id=$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
             # Static quorum (controller.quorum.voters), so --cluster-id rather than --standalone.
-            "${JAVA_CMD[@]}" kafka.tools.StorageTool format --cluster-id "$cluster_id" -c "$CONFIG" \
+            # `--cluster-id=ID`, not `--cluster-id ID`: one id in 64 starts with "-" (URL-safe
+            # base64), which the tool's argument parser would take for an option.
+            "${JAVA_CMD[@]}" kafka.tools.StorageTool format "--cluster-id=$cluster_id" -c "$CONFIG" \
                 >"$RUN_DIR/format.log" 2>&1 || fail "formatting the KRaft log dir failed" "$RUN_DIR/format.log"
         fi
         say "starting Kafka $KAFKA_VERSION on $BROKERS (log: $LOG_FILE)"
