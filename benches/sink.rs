@@ -25,7 +25,7 @@ use tickstream_model::{RawTick, RecordFormat, Symbol, Topology};
 use tickstream_sink::{
     DocumentMapper, KafkaSink, MongoWriter, SinkConfig, SinkDocument, SinkMetrics,
 };
-use tickstream_streams::{Health, Record};
+use tickstream_streams::{Health, Record, Shutdown};
 
 const BATCH: usize = 1000;
 const ROUNDS: usize = 3;
@@ -158,7 +158,7 @@ async fn whole_sink(client: &mongodb::Client, brokers: &str, payloads: &[Vec<u8>
     let metrics = Arc::new(SinkMetrics::new(&config.group_id));
     let writer = MongoWriter::with_client(client, &topology);
     let collection = writer.database().collection::<Document>("prices");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = Shutdown::new();
     let started = Instant::now();
     let sink = KafkaSink::new(
         config,
@@ -167,9 +167,7 @@ async fn whole_sink(client: &mongodb::Client, brokers: &str, payloads: &[Vec<u8>
         metrics,
         Arc::new(Health::default()),
     );
-    let handle = tokio::spawn(sink.run(async move {
-        let _ = stopped.await;
-    }));
+    let handle = tokio::spawn(sink.run(stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(300);
     let total = payloads.len() as u64;
     let mut first: Option<(Instant, u64)> = None;
@@ -190,7 +188,7 @@ async fn whole_sink(client: &mongodb::Client, brokers: &str, payloads: &[Vec<u8>
     let rate = total as f64 / started.elapsed().as_secs_f64();
     let (first_at, first_count) = first.expect("documents were stored");
     let steady = (total - first_count) as f64 / first_at.elapsed().as_secs_f64();
-    let _ = stop.send(());
+    stop.request();
     handle.await.expect("sink task").expect("clean stop");
     writer.database().drop().await.expect("drop");
     (rate, steady)

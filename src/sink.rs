@@ -65,7 +65,7 @@ pub async fn main(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
             "sink starting; serving /metrics, /healthz, /readyz"
         );
         let outcome = KafkaSink::new(config, &topology, writer, metrics, health)
-            .run(shutdown.requested_owned())
+            .run(shutdown.clone())
             .await;
         if let Err(e) = &outcome {
             // One ERROR line naming the cause (e.g. "Kafka at … unreachable for 600 s"),

@@ -201,9 +201,8 @@ async fn run(
     };
     let output_task = {
         let (broker, view, shutdown) = (Arc::clone(&broker), Arc::clone(&view), shutdown.clone());
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let result = output.follow(&broker, &view, &shutdown, &handle);
+        tokio::spawn(async move {
+            let result = output.follow(broker, view, shutdown.clone()).await;
             if result.is_err() {
                 shutdown.request();
             }

@@ -1,37 +1,27 @@
-//! The embedded mode's sink: every record of the raw, derived and dead-letter topics appended
-//! to `<data dir>/<topic>.jsonl`, fed to the live view, and written to MongoDB when asked.
+//! The embedded mode's sink: the sink's own loop (`tickstream_sink::InProcessSink`) over the
+//! in-process transport, with what only `run` has around it — every record of the raw, derived
+//! and dead-letter topics appended to `<data dir>/<topic>.jsonl` and fed to the live view — and
+//! MongoDB when asked (`--mongodb-uri`).
 //!
-//! It reads every partition as the reader group `<application_id>-sink` and commits a batch once
-//! it is written (files flushed, MongoDB acknowledged), which releases it from the transport.
-//! Records that cannot be stored in MongoDB — unmappable, or refused by it — are dead-lettered
-//! as the Kafka sink does: into the dead-letter file, with the reason in the headers. (Into the
-//! file rather than the dead-letter topic: this sink is that topic's reader, and waiting for
-//! room in a topic only it drains would never end.) It ends when all its topics have ended.
+//! The loop reads every partition as the reader group `<application_id>-sink`, dead-letters
+//! what MongoDB cannot store (unmappable, or refused by it) into the dead-letter file, with the
+//! reason in the headers, commits a batch once it is written (files flushed, MongoDB
+//! acknowledged), which releases it from the transport, and ends when all its topics ended.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use anyhow::Context;
 use tickstream_model::{
     DecodeOptions, DerivedEvent, EventKind, Jump, MovingAverage, Topology, Volatility,
 };
-use tickstream_sink::{DocumentMapper, MONGODB_REJECTED, MongoWriter, SinkDocument};
+use tickstream_sink::{InProcessSink, MongoWriter, RecordObserver};
 use tickstream_streams::private_fs::append_private_file;
-use tickstream_streams::{InMemoryBroker, Record, Shutdown, StoredRecord, dlq_headers};
-use tracing::warn;
+use tickstream_streams::{InMemoryBroker, Shutdown, StoredRecord};
 
 use super::view::LiveView;
-
-/// Records polled per partition per turn.
-const BATCH: usize = 1_000;
-/// The longest an idle sink sleeps before looking again.
-const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// Between attempts while MongoDB is away.
-const MONGODB_RETRY: Duration = Duration::from_secs(1);
 
 /// What a topic holds, for the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,284 +34,132 @@ enum Content {
 struct FollowedTopic {
     name: String,
     content: Content,
-    /// Per partition: read to the end of the closed topic.
-    ended: Vec<bool>,
     file: BufWriter<File>,
 }
 
-/// A record on its way to MongoDB: where it came from, for the dead-letter file if refused.
-struct Origin {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    record: StoredRecord,
-}
-
-/// One turn's reading: documents for MongoDB, and the positions to commit once written.
-#[derive(Default)]
-struct Turn {
-    read: usize,
-    documents: Vec<SinkDocument>,
-    origins: Vec<Origin>,
-    /// Records this sink could not map for MongoDB.
-    dead_letters: Vec<StoredRecord>,
-    commits: Vec<(String, i32, i64)>,
-}
-
 pub struct Output {
+    topology: Arc<Topology>,
     topics: Vec<FollowedTopic>,
-    /// Where this sink's own dead letters go: the dead-letter topic's file.
-    dead_letters: usize,
-    /// The reader group, also the application named in this sink's dead letters (as the
-    /// Kafka sink names itself): `<application_id>-sink`.
-    group: String,
-    decode: DecodeOptions,
-    mongo: Option<(MongoWriter, DocumentMapper)>,
+    mongo: Option<MongoWriter>,
 }
 
 impl Output {
-    /// Opens (appending) one JSON Lines file per topic in `data_dir`, subscribes to the topics,
-    /// and connects to MongoDB when a URI is given — failing now, not later, if it does not
-    /// answer.
+    /// Opens (appending) one JSON Lines file per topic in `data_dir`, subscribes the sink to
+    /// the topics, and connects to MongoDB when a URI is given — failing now, not later, if it
+    /// does not answer.
     pub async fn open(
         data_dir: &Path,
         topology: &Arc<Topology>,
         broker: &InMemoryBroker,
         mongodb_uri: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let group = format!("{}-sink", topology.application_id);
         let mut topics = Vec::new();
-        let mut follow = |name: &str, content: Content| -> anyhow::Result<()> {
+        let mut open = |name: &str, content: Content| -> anyhow::Result<()> {
             let path: PathBuf = data_dir.join(format!("{name}.jsonl"));
             // Results are the owner's only (0600), whatever the umask.
             let file = append_private_file(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            broker
-                .subscribe(&group, name)
-                .with_context(|| format!("following {name}"))?;
-            let partitions = broker.partition_count(name)?;
             topics.push(FollowedTopic {
                 name: name.to_owned(),
                 content,
-                ended: vec![false; partitions],
                 file: BufWriter::new(file),
             });
             Ok(())
         };
         for topic in topology.raw_topics() {
-            follow(topic, Content::Raw)?;
+            open(topic, Content::Raw)?;
         }
         for kind in EventKind::ALL {
-            follow(topology.topic(kind), Content::Derived(kind))?;
+            open(topology.topic(kind), Content::Derived(kind))?;
         }
-        follow(&topology.topics.dead_letter, Content::DeadLetters)?;
-        let dead_letters = topics.len() - 1;
+        open(&topology.topics.dead_letter, Content::DeadLetters)?;
+        InProcessSink::<ResultFiles>::subscribe(broker, topology)
+            .context("following the topics")?;
         let mongo = match mongodb_uri {
             Some(uri) => {
                 let writer = MongoWriter::connect(uri, topology).await?;
                 writer.ensure_indexes().await?;
-                Some((writer, DocumentMapper::new(topology)))
+                Some(writer)
             }
             None => None,
         };
         Ok(Self {
+            topology: Arc::clone(topology),
             topics,
-            dead_letters,
-            group,
-            decode: topology.decode_options(),
             mongo,
         })
     }
 
     /// Follows the topics until all of them ended, writing and committing as it goes; leaves
     /// the group at the end (also on error, so producers never wait for a sink that is gone).
-    /// `stop` only cuts MongoDB retries short. Blocking: MongoDB writes wait on the runtime
-    /// through `handle`.
-    pub fn follow(
-        mut self,
-        broker: &InMemoryBroker,
-        view: &Mutex<LiveView>,
-        stop: &Shutdown,
-        handle: &tokio::runtime::Handle,
+    /// `shutdown` does not cut the reads short (the stages upstream stop and close their
+    /// topics); it bounds MongoDB's retries by the sink's shutdown grace.
+    pub async fn follow(
+        self,
+        broker: Arc<InMemoryBroker>,
+        view: Arc<Mutex<LiveView>>,
+        shutdown: Shutdown,
     ) -> anyhow::Result<()> {
-        let result = self.follow_to_the_end(broker, view, stop, handle);
-        broker.leave(&self.group);
-        result
+        let files = ResultFiles {
+            dead_letters: self.topics.len() - 1,
+            topics: self.topics,
+            decode: self.topology.decode_options(),
+            view,
+        };
+        InProcessSink::new(broker, &self.topology, self.mongo, files)?
+            .run(shutdown)
+            .await
+            .context("the sink")
     }
+}
 
-    fn follow_to_the_end(
-        &mut self,
-        broker: &InMemoryBroker,
-        view: &Mutex<LiveView>,
-        stop: &Shutdown,
-        handle: &tokio::runtime::Handle,
-    ) -> anyhow::Result<()> {
-        loop {
-            let seen = broker.generation();
-            let mut turn = self.read_turn(broker, view)?;
-            if let Some((writer, _)) = &self.mongo {
-                let refused = write_to_mongodb(writer, &turn.documents, handle, stop)?;
-                turn.dead_letters
-                    .extend(refused.into_iter().map(|(index, message)| {
-                        turn.origins[index].dead_letter(MONGODB_REJECTED, &message, &self.group)
-                    }));
-            }
-            self.write_dead_letters(&turn.dead_letters, view)?;
-            for (topic, partition, next_offset) in &turn.commits {
-                broker.commit(&self.group, topic, *partition, *next_offset)?;
-            }
-            if self.topics.iter().all(|t| t.ended.iter().all(|e| *e)) {
-                return Ok(());
-            }
-            if turn.read == 0 {
-                broker.wait_for_change(seen, IDLE_WAIT);
-            }
-        }
+/// The JSON Lines files and the live view, as the sink's loop hands them records.
+struct ResultFiles {
+    topics: Vec<FollowedTopic>,
+    /// Index of the dead-letter topic's file, where the sink's own dead letters go too.
+    dead_letters: usize,
+    decode: DecodeOptions,
+    view: Arc<Mutex<LiveView>>,
+}
+
+impl ResultFiles {
+    fn view(&self) -> std::sync::MutexGuard<'_, LiveView> {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// Polls every partition once: lines written and flushed, the view fed, documents mapped.
-    fn read_turn(
-        &mut self,
-        broker: &InMemoryBroker,
-        view: &Mutex<LiveView>,
-    ) -> anyhow::Result<Turn> {
-        let mut turn = Turn::default();
-        let mut view = view.lock().unwrap_or_else(PoisonError::into_inner);
-        for topic in &mut self.topics {
-            for partition in 0..topic.ended.len() {
-                if topic.ended[partition] {
-                    continue;
-                }
-                let fetched = broker
-                    .poll(&self.group, &topic.name, partition as i32, BATCH)
-                    .with_context(|| format!("reading {}", topic.name))?;
-                topic.ended[partition] = fetched.end_of_partition;
-                for (i, stored) in fetched.records.iter().enumerate() {
-                    write_line(&mut topic.file, topic.content, stored)
-                        .with_context(|| format!("writing {}.jsonl", topic.name))?;
-                    show(&mut view, topic.content, &self.decode, stored);
-                    let Some((_, mapper)) = &self.mongo else {
-                        continue;
-                    };
-                    if topic.content == Content::DeadLetters {
-                        continue;
-                    }
-                    let origin = Origin {
-                        topic: topic.name.clone(),
-                        partition: partition as i32,
-                        offset: fetched.first_offset + i as i64,
-                        record: stored.clone(),
-                    };
-                    match mapper.map(&origin.as_record()) {
-                        Ok(document) => {
-                            turn.documents.push(document);
-                            turn.origins.push(origin);
-                        }
-                        Err(e) => turn.dead_letters.push(origin.dead_letter(
-                            e.code,
-                            &e.message,
-                            &self.group,
-                        )),
-                    }
-                }
-                turn.read += fetched.records.len();
-                turn.commits
-                    .push((topic.name.clone(), partition as i32, fetched.next_offset()));
-            }
-            topic
-                .file
-                .flush()
-                .with_context(|| format!("writing {}.jsonl", topic.name))?;
-        }
-        Ok(turn)
-    }
+/// `context` added to an I/O error, for the sink's error message.
+fn writing(name: &str, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("writing {name}.jsonl: {error}"))
+}
 
-    /// This sink's own dead letters, beside those of enrich in the dead-letter file.
-    fn write_dead_letters(
-        &mut self,
-        records: &[StoredRecord],
-        view: &Mutex<LiveView>,
-    ) -> anyhow::Result<()> {
-        if records.is_empty() {
+impl RecordObserver for ResultFiles {
+    fn on_record(&mut self, topic: &str, record: &StoredRecord) -> std::io::Result<()> {
+        let Some(index) = self.topics.iter().position(|t| t.name == topic) else {
             return Ok(());
-        }
+        };
+        let content = self.topics[index].content;
+        write_line(&mut self.topics[index].file, content, record).map_err(|e| writing(topic, e))?;
+        show(&mut self.view(), content, &self.decode, record);
+        Ok(())
+    }
+
+    fn on_dead_letter(&mut self, letter: &StoredRecord) -> std::io::Result<()> {
         let topic = &mut self.topics[self.dead_letters];
-        let mut view = view.lock().unwrap_or_else(PoisonError::into_inner);
-        for record in records {
-            write_line(&mut topic.file, Content::DeadLetters, record)?;
-            view.on_dead_letter();
+        write_line(&mut topic.file, Content::DeadLetters, letter)
+            .map_err(|e| writing(&topic.name, e))?;
+        self.view().on_dead_letter();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for topic in &mut self.topics {
+            topic.file.flush().map_err(|e| writing(&topic.name, e))?;
         }
-        topic
-            .file
-            .flush()
-            .with_context(|| format!("writing {}.jsonl", topic.name))
+        Ok(())
     }
 }
 
-impl Origin {
-    fn as_record(&self) -> Record<'_> {
-        Record {
-            topic: &self.topic,
-            partition: self.partition,
-            offset: self.offset,
-            timestamp: self.record.timestamp,
-            key: self.record.key.as_deref(),
-            value: Some(&self.record.value),
-        }
-    }
-
-    /// The record unchanged, with the reason in the dead-letter headers after its own.
-    fn dead_letter(&self, code: &str, message: &str, application: &str) -> StoredRecord {
-        let reasons = dlq_headers::headers(
-            code,
-            message,
-            &self.topic,
-            self.partition,
-            self.offset,
-            application,
-        );
-        let mut record = self.record.clone();
-        record
-            .headers
-            .extend(reasons.map(|(name, value)| (name.to_owned(), value)));
-        record
-    }
-}
-
-/// Writes one batch, retrying while MongoDB is away (nothing is dropped) until `stop`; returns
-/// the documents MongoDB refused for their content, as (index in `documents`, reason).
-fn write_to_mongodb(
-    writer: &MongoWriter,
-    documents: &[SinkDocument],
-    handle: &tokio::runtime::Handle,
-    stop: &Shutdown,
-) -> anyhow::Result<Vec<(usize, String)>> {
-    if documents.is_empty() {
-        return Ok(Vec::new());
-    }
-    loop {
-        match handle.block_on(writer.write_batch(documents)) {
-            Ok(report) => {
-                return Ok(report
-                    .rejected
-                    .into_iter()
-                    .map(|r| {
-                        warn!(
-                            code = r.code,
-                            "MongoDB refused a document, dead-lettered: {}", r.message
-                        );
-                        (r.index, r.message)
-                    })
-                    .collect());
-            }
-            Err(e) if !stop.is_requested() => {
-                warn!("MongoDB write failed, retrying in {MONGODB_RETRY:?}: {e}");
-                std::thread::sleep(MONGODB_RETRY);
-            }
-            Err(e) => return Err(e).context("writing the last batch to MongoDB"),
-        }
-    }
-}
 /// Values are JSON already; a dead letter may be anything, so it is wrapped with its reason.
 fn write_line(
     file: &mut impl Write,
@@ -373,44 +211,30 @@ fn show(view: &mut LiveView, content: Content, decode: &DecodeOptions, record: &
 
 #[cfg(test)]
 mod tests {
+    use tickstream_sink::MONGODB_REJECTED;
+    use tickstream_streams::dlq_headers;
+
     use super::*;
 
     #[test]
-    fn a_refused_record_is_dead_lettered_unchanged_with_the_reason_after_its_own_headers() {
-        let origin = Origin {
-            topic: "prices.raw".to_owned(),
-            partition: 2,
-            offset: 41,
-            record: StoredRecord {
-                key: Some(b"BTCUSDT".to_vec()),
-                value: b"{\"symbol\":\"BTCUSDT\"}".to_vec(),
-                timestamp: Some(7),
-                headers: vec![("trace".to_owned(), "abc".to_owned())],
-            },
+    fn a_dead_letter_line_keeps_the_value_and_every_header() {
+        let letter = StoredRecord {
+            key: Some(b"BTCUSDT".to_vec()),
+            value: b"{\"symbol\":\"BTCUSDT\"}".to_vec(),
+            timestamp: Some(7),
+            headers: vec![
+                ("trace".to_owned(), "abc".to_owned()),
+                (
+                    dlq_headers::ERROR_CODE.to_owned(),
+                    MONGODB_REJECTED.to_owned(),
+                ),
+            ],
         };
-        let letter = origin.dead_letter(MONGODB_REJECTED, "document too large", "app-sink");
-        assert_eq!(letter.value, origin.record.value);
-        assert_eq!(letter.key, origin.record.key);
-        assert_eq!(letter.headers[0], ("trace".to_owned(), "abc".to_owned()));
-        for (name, value) in [
-            (dlq_headers::ERROR_CODE, MONGODB_REJECTED),
-            (dlq_headers::ERROR_MESSAGE, "document too large"),
-            (dlq_headers::SOURCE_TOPIC, "prices.raw"),
-            (dlq_headers::SOURCE_PARTITION, "2"),
-            (dlq_headers::SOURCE_OFFSET, "41"),
-            (dlq_headers::APPLICATION, "app-sink"),
-        ] {
-            assert!(
-                letter
-                    .headers
-                    .contains(&(name.to_owned(), value.to_owned())),
-                "{name}={value} in {:?}",
-                letter.headers
-            );
-        }
         let mut line = Vec::new();
         write_line(&mut line, Content::DeadLetters, &letter).expect("write to memory");
         let line: serde_json::Value = serde_json::from_slice(&line).expect("one JSON object");
         assert_eq!(line["headers"][dlq_headers::ERROR_CODE], MONGODB_REJECTED);
+        assert_eq!(line["headers"]["trace"], "abc");
+        assert_eq!(line["value"], "{\"symbol\":\"BTCUSDT\"}");
     }
 }

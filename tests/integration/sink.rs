@@ -16,7 +16,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tickstream_model::{RawTick, RecordFormat, Symbol, Topology};
 use tickstream_sink::{KafkaSink, MongoWriter, RawPriceId, SinkConfig, SinkMetrics, raw_price_id};
-use tickstream_streams::Health;
+use tickstream_streams::{Health, Shutdown};
 
 use crate::support::{
     ChildProcess, PROGRESS_TIMEOUT, create_topic, free_local_address, http_get, kafka_brokers,
@@ -24,6 +24,8 @@ use crate::support::{
     unique_name,
 };
 
+#[path = "sink_in_process.rs"]
+mod sink_in_process;
 #[path = "sink_mongod.rs"]
 pub mod sink_mongod;
 #[path = "sink_query.rs"]
@@ -383,18 +385,18 @@ async fn mongodb_outage_loses_and_doubles_nothing() {
     mongod.stop();
 }
 
-/// Runs the sink in-process until the returned sender fires.
+/// Runs the sink in-process until the returned token is requested.
 pub fn spawn_sink(
     topology: &Topology,
     writer: MongoWriter,
 ) -> (
-    tokio::sync::oneshot::Sender<()>,
+    Shutdown,
     tokio::task::JoinHandle<Result<(), tickstream_sink::SinkError>>,
     Arc<SinkMetrics>,
 ) {
     let config = SinkConfig::from_topology(topology, &kafka_brokers());
     let metrics = Arc::new(SinkMetrics::new(&config.group_id));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = Shutdown::new();
     let sink = KafkaSink::new(
         config,
         topology,
@@ -402,9 +404,7 @@ pub fn spawn_sink(
         Arc::clone(&metrics),
         Arc::new(Health::default()),
     );
-    let handle = tokio::spawn(sink.run(async move {
-        let _ = stopped.await;
-    }));
+    let handle = tokio::spawn(sink.run(stop.clone()));
     (stop, handle, metrics)
 }
 
@@ -520,7 +520,7 @@ async fn seed_layout_stores_the_reference_documents() {
             .get(),
         1
     );
-    let _ = stop.send(());
+    stop.request();
     handle.await.expect("the sink task").expect("a clean stop");
     assert!(metrics.commits.get() >= 1);
     mongo
@@ -618,7 +618,7 @@ async fn documents_mongodb_refuses_go_to_the_dead_letter_topic() {
             .get(),
         1
     );
-    let _ = stop.send(());
+    stop.request();
     handle.await.expect("the sink task").expect("a clean stop");
     db.drop().await.expect("drop the test database");
 }

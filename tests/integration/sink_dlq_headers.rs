@@ -148,7 +148,7 @@ async fn dead_letters_keep_the_original_headers_and_add_the_reason() {
             "nothing else but the six reason headers: {reason:?}"
         );
     }
-    let _ = stop.send(());
+    stop.request();
     handle.await.expect("the sink task").expect("a clean stop");
     db.drop().await.expect("drop the test database");
 }

@@ -175,7 +175,7 @@ async fn query_outputs_match_direct_reads() {
     wait_for_documents(&db.collection::<Document>("jumps"), jumps).await;
     wait_for_documents(&db.collection::<Document>("moving_averages"), 12).await;
     wait_for_documents(&db.collection::<Document>("volatility"), 12).await;
-    let _ = stop.send(());
+    stop.request();
     handle.await.expect("the sink task").expect("a clean stop");
 
     // latest: the newest document per symbol, read directly.

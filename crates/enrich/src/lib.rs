@@ -38,6 +38,7 @@
 
 mod budget;
 mod metrics;
+#[cfg(any(test, feature = "testing"))]
 pub mod naive;
 mod processor;
 mod state;

@@ -118,10 +118,8 @@ fn restoring_committed_state_gives_the_uninterrupted_outputs() {
 
     let mut first = KeyValueStore::in_memory(STORE_NAME);
     let mut outputs = run(&mut enrich.processor(), &mut first, &ticks[..1_234]);
-    let changes = first.dirty_changes();
-    assert_eq!(changes.len(), 3, "one value per symbol");
-    let mut restored = KeyValueStore::in_memory(STORE_NAME);
-    restored.commit(&changes, None).expect("in-memory commit");
+    let (mut restored, changed) = first.restored_after_commit().expect("in-memory restore");
+    assert_eq!(changed, 3, "one value per symbol");
     outputs.extend(run(&mut enrich.processor(), &mut restored, &ticks[1_234..]));
     assert_eq!(outputs, uninterrupted);
 }
@@ -135,9 +133,7 @@ fn state_from_other_windows_stops_the_task_with_a_way_out() {
         &mut store,
         &stream(10, 1),
     );
-    let changes = store.dirty_changes();
-    let mut restored = KeyValueStore::in_memory(STORE_NAME);
-    restored.commit(&changes, None).expect("in-memory commit");
+    let (mut restored, _) = store.restored_after_commit().expect("in-memory restore");
 
     let changed = Topology::from_str(&TOPOLOGY.replace("size = 5", "size = 6")).expect("valid");
     let mut processor = Enrich::new(&changed).expect("valid").processor();
@@ -216,7 +212,8 @@ fn unusable_ticks_are_rejected_with_their_reason_and_change_nothing() {
         }
     }
     assert!(emitted.is_empty());
-    assert_eq!(store.dirty_len(), 0, "rejected ticks leave no state behind");
+    let (_, changed) = store.restored_after_commit().expect("in-memory restore");
+    assert_eq!(changed, 0, "rejected ticks leave no state behind");
 
     // A tick later than the allowed lateness (5 s default) is refused by the windows.
     let mut ctx = ProcessorContext::new(TaskId(0), &mut store, &mut emitted);

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tickstream_streams::Health;
+use tickstream_streams::{Health, Shutdown};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -252,6 +252,14 @@ impl Availability {
         outcome.map(|_| ())
     }
 
+    /// The input is the in-process transport, there as long as the process is: only MongoDB
+    /// decides readiness, and no Kafka outage is ever timed.
+    pub(crate) fn transport_always_up(&self) {
+        let mut state = self.lock();
+        state.kafka.up(Instant::now());
+        self.refresh(&state);
+    }
+
     pub(crate) fn kafka_is_up(&self) -> bool {
         self.lock().kafka.state == State::Up
     }
@@ -261,7 +269,7 @@ impl Availability {
 pub(crate) struct Retry {
     pub(crate) metrics: Arc<SinkMetrics>,
     pub(crate) availability: Arc<Availability>,
-    pub(crate) stop_rx: watch::Receiver<bool>,
+    pub(crate) shutdown: Shutdown,
     pub(crate) shutdown_grace: Duration,
     pub(crate) backoff: Backoff,
 }
@@ -290,7 +298,7 @@ pub(crate) async fn write_acknowledged(
             Err(error) => {
                 retry.availability.mongodb_down(&error)?;
                 retry.availability.heartbeat();
-                if *retry.stop_rx.borrow() {
+                if retry.shutdown.is_requested() {
                     let deadline =
                         *stop_deadline.get_or_insert(Instant::now() + retry.shutdown_grace);
                     if Instant::now() >= deadline {
@@ -308,15 +316,11 @@ pub(crate) async fn write_acknowledged(
     }
 }
 
-/// Sleeps `delay`; true when a stop was requested meanwhile.
-pub(crate) async fn wait_or_stop(delay: Duration, stop_rx: &watch::Receiver<bool>) -> bool {
-    let mut stop_rx = stop_rx.clone();
-    if *stop_rx.borrow() {
-        return true;
-    }
+/// Sleeps `delay`; true when a stop was requested (before or meanwhile).
+pub(crate) async fn wait_or_stop(delay: Duration, shutdown: &Shutdown) -> bool {
     tokio::select! {
-        _ = stop_rx.changed() => true,
-        _ = tokio::time::sleep(delay) => *stop_rx.borrow(),
+        () = shutdown.requested() => true,
+        () = tokio::time::sleep(delay) => shutdown.is_requested(),
     }
 }
 

@@ -7,42 +7,55 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rdkafka::message::OwnedHeaders;
-use tickstream_streams::Record;
+use tickstream_streams::{OwnedRecord, Record, dlq_headers};
 use tracing::info;
 
 use crate::document::{DocumentMapper, SinkDocument};
+use crate::pipeline::MONGODB_REJECTED;
 
 /// A (topic, partition).
 pub(crate) type PartitionKey = (String, i32);
 
-/// A record kept for the dead-letter topic: the original bytes and headers, and why.
+/// A record kept for the dead-letter topic: the original bytes and headers, and why. Each
+/// transport turns it into what it sends with [`DeadLetter::reason`].
 pub(crate) struct DeadLetter {
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) headers: Option<OwnedHeaders>,
+    pub(crate) record: OwnedRecord,
     pub(crate) code: String,
     pub(crate) message: String,
 }
 
-/// Where a buffered document came from, for the DLQ when MongoDB refuses it.
-pub(crate) struct Origin {
-    pub(crate) topic: Arc<str>,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
-    /// The record's own headers, which a dead letter keeps. `None` costs nothing for the
-    /// (usual) records without any.
-    pub(crate) headers: Option<OwnedHeaders>,
+impl DeadLetter {
+    /// The reason headers that follow the record's own (`tickstream_streams::dlq_headers`);
+    /// `application` is the sink's group, `<application_id>-sink`.
+    pub(crate) fn reason(&self, application: &str) -> [(&'static str, String); 6] {
+        dlq_headers::headers(
+            &self.code,
+            &self.message,
+            &self.record.topic,
+            self.record.partition,
+            self.record.offset,
+            application,
+        )
+    }
+}
+
+impl DeadLetter {
+    /// The dead letter for `record` (where a buffered document came from), which MongoDB
+    /// refused with `message`.
+    pub(crate) fn refused(record: &OwnedRecord, message: &str) -> Self {
+        Self {
+            record: record.clone(),
+            code: MONGODB_REJECTED.to_owned(),
+            message: message.to_owned(),
+        }
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct Batch {
     pub(crate) documents: Vec<SinkDocument>,
-    pub(crate) origins: Vec<Origin>,
+    /// Where each document came from: the record, for the dead letter if MongoDB refuses it.
+    pub(crate) origins: Vec<OwnedRecord>,
     pub(crate) dead_letters: Vec<DeadLetter>,
     /// Next offset to commit per partition.
     pub(crate) offsets: HashMap<PartitionKey, i64>,
@@ -53,10 +66,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Adds `record` (with its Kafka `headers`, kept for the dead-letter topic).
+    /// Adds `record` (with its own `headers`, kept for the dead-letter topic), mapped to its
+    /// document; without a `mapper` (no MongoDB to write) only its position is kept.
     pub(crate) fn push(
         &mut self,
-        mapper: &DocumentMapper,
+        mapper: Option<&DocumentMapper>,
         record: &Record<'_>,
         headers: Option<OwnedHeaders>,
     ) {
@@ -74,28 +88,17 @@ impl Batch {
                     .insert((record.topic.to_owned(), record.partition), next);
             }
         }
-        let key = record.key.map(<[u8]>::to_vec);
-        let value = record.value.map(<[u8]>::to_vec);
+        let Some(mapper) = mapper else {
+            return;
+        };
+        let origin = OwnedRecord::copy(record, self.intern(record.topic), headers);
         match mapper.map(record) {
             Ok(document) => {
                 self.documents.push(document);
-                let topic = self.intern(record.topic);
-                self.origins.push(Origin {
-                    topic,
-                    partition: record.partition,
-                    offset: record.offset,
-                    key,
-                    value,
-                    headers,
-                });
+                self.origins.push(origin);
             }
             Err(error) => self.dead_letters.push(DeadLetter {
-                topic: record.topic.to_owned(),
-                partition: record.partition,
-                offset: record.offset,
-                key,
-                value,
-                headers,
+                record: origin,
                 code: error.code.to_owned(),
                 message: error.message,
             }),
@@ -116,9 +119,11 @@ impl Batch {
         }
         self.documents = kept_documents;
         self.origins = kept_origins;
-        self.dead_letters.retain(|d| keep(&d.topic, d.partition));
+        self.dead_letters
+            .retain(|d| keep(&d.record.topic, d.record.partition));
         self.offsets
             .retain(|(topic, partition), _| keep(topic, *partition));
+        // (Only Kafka revokes, and a Kafka sink always maps: every record is one or the other.)
         self.records = self.documents.len() + self.dead_letters.len();
         if self.records < before {
             info!(
@@ -161,7 +166,7 @@ mod tests {
 
     fn push(batch: &mut Batch, mapper: &DocumentMapper, partition: i32, offset: i64, value: &[u8]) {
         batch.push(
-            mapper,
+            Some(mapper),
             &Record {
                 topic: "raw",
                 partition,
@@ -186,7 +191,7 @@ mod tests {
         assert_eq!(batch.documents.len(), 2);
         assert_eq!(batch.dead_letters[0].code, "not_json");
         assert_eq!(
-            batch.dead_letters[0].value.as_deref(),
+            batch.dead_letters[0].record.value.as_deref(),
             Some(&b"garbage"[..])
         );
         assert_eq!(

@@ -34,6 +34,12 @@ pub enum SinkError {
     /// Kafka or MongoDB stayed unreachable for `processing.give_up_after`.
     #[error(transparent)]
     GaveUp(#[from] crate::availability::GaveUp),
+    /// The in-process transport (`tickstream run`) refused a read or commit.
+    #[error("the in-process transport: {0}")]
+    InProcess(#[from] tickstream_streams::MemoryError),
+    /// What observes the in-process sink's records (`tickstream run`'s files) failed.
+    #[error("writing the results: {0}")]
+    Output(#[source] std::io::Error),
     #[error("{0}")]
     Config(String),
 }

@@ -45,6 +45,7 @@
 
 mod client_log;
 mod config;
+#[cfg(any(test, feature = "testing"))]
 mod counting;
 pub mod dlq_headers;
 mod http;
@@ -67,11 +68,14 @@ pub use config::{
     ConfigError, DENIED_KAFKA_SETTINGS, KafkaSettingError, KafkaSettings, ProcessingGuarantee,
     RepartitionPolicy, StreamsConfig,
 };
+/// Test fixture (feature `testing`): the per-key counter the runtime's tests and benchmarks run.
+#[cfg(any(test, feature = "testing"))]
 pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
 pub use kafka::client::{client_config, kafka_millis};
 pub use kafka::dead_letter::{DeadLetter, DeadLetterError, DeadLetterWriter, retry_delay};
 pub use kafka::produce::{SendError, send_with_backpressure};
+pub use kafka::record::OwnedRecord;
 pub use kafka::{
     ExistingTopic, KafkaStreams, ProcessorFactory, StreamsError, TopicRole, TopicSpec, TopicState,
     create_topics, describe_topics,
@@ -86,5 +90,4 @@ pub use processor::{
 };
 pub use runner::run_until_shutdown;
 pub use shutdown::Shutdown;
-pub use store::{Change, KeyValueStore, StateCodec, StateDir, StoreError};
-pub use task::{Outcome, StreamTask};
+pub use store::{KeyValueStore, StateCodec, StateDir, StoreError};

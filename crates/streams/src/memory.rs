@@ -41,6 +41,21 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
+    /// This record as a dead letter: key, value and timestamp unchanged, its own headers
+    /// first, then the `reason` headers ([`crate::dlq_headers`]), as on Kafka.
+    pub fn dead_letter(
+        &self,
+        reason: impl IntoIterator<Item = (&'static str, String)>,
+    ) -> StoredRecord {
+        let mut letter = self.clone();
+        letter.headers.extend(
+            reason
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
+        );
+        letter
+    }
+
     /// What the record costs the transport's byte cap: key, value and headers.
     fn size(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len)
@@ -228,6 +243,8 @@ pub struct InMemoryBroker {
     changed: Condvar,
     /// The same for producers waiting asynchronously.
     room: tokio::sync::Notify,
+    /// Signalled on appends and closes: wakes readers waiting asynchronously.
+    arrived: tokio::sync::Notify,
 }
 
 impl InMemoryBroker {
@@ -242,6 +259,7 @@ impl InMemoryBroker {
             capacity,
             changed: Condvar::new(),
             room: tokio::sync::Notify::new(),
+            arrived: tokio::sync::Notify::new(),
         })
     }
 
@@ -252,6 +270,7 @@ impl InMemoryBroker {
     fn notify(&self) {
         self.changed.notify_all();
         self.room.notify_waiters();
+        self.arrived.notify_waiters();
     }
 
     /// Creates `name` with `partitions` partitions; an existing topic is left as it is.
@@ -352,6 +371,7 @@ impl InMemoryBroker {
         topics.generation += 1;
         drop(topics);
         self.changed.notify_all();
+        self.arrived.notify_waiters();
         Ok(Some(positions))
     }
 
@@ -480,6 +500,20 @@ impl InMemoryBroker {
     /// A token for [`Self::wait_for_change`]: "what I have looked at".
     pub fn generation(&self) -> u64 {
         self.topics().generation
+    }
+
+    /// [`Self::wait_for_change`] for async readers, without blocking a thread: completes once
+    /// something was appended or closed after `seen` (bound it with `tokio::time::timeout`).
+    pub async fn changed_since(&self, seen: u64) {
+        loop {
+            // Registered before looking, so an append in between is not missed.
+            let mut arrived = std::pin::pin!(self.arrived.notified());
+            arrived.as_mut().enable();
+            if self.generation() != seen {
+                return;
+            }
+            arrived.await;
+        }
     }
 
     /// Waits until something was appended or closed after `seen` ([`Self::generation`]), or

@@ -193,12 +193,12 @@ impl StateDir {
     }
 
     /// Bytes on disk (a metrics gauge; sled computes it by walking its files).
-    pub fn size_on_disk(&self) -> u64 {
+    pub(crate) fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
 
     /// Makes everything applied so far durable (on clean shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db
             .flush()
             .map(|_| ())
@@ -220,7 +220,7 @@ enum Backend {
 
 /// One encoded change for the changelog and sled: `(key, Some(value))`, or `(key, None)` for a
 /// delete (a changelog tombstone).
-pub type Change = (Box<[u8]>, Option<Vec<u8>>);
+pub(crate) type Change = (Box<[u8]>, Option<Vec<u8>>);
 
 struct Slot<S> {
     /// `None`: absent (never written, or deleted in this batch).
@@ -326,13 +326,13 @@ impl<S: StateCodec> KeyValueStore<S> {
     }
 
     /// How many keys changed since the last commit.
-    pub fn dirty_len(&self) -> usize {
+    pub(crate) fn dirty_len(&self) -> usize {
         self.dirty.len()
     }
 
     /// The changes since the last commit, encoded: `(key, Some(value))` or `(key, None)` for a
     /// delete (a changelog tombstone). Nothing is marked clean until [`Self::commit`].
-    pub fn dirty_changes(&self) -> Vec<Change> {
+    pub(crate) fn dirty_changes(&self) -> Vec<Change> {
         self.dirty
             .iter()
             .map(|key| {
@@ -352,7 +352,7 @@ impl<S: StateCodec> KeyValueStore<S> {
 
     /// The transaction holding `changes` committed: make them durable with the changelog
     /// position `checkpoint` and mark the cache clean.
-    pub fn commit(
+    pub(crate) fn commit(
         &mut self,
         changes: &[Change],
         checkpoint: Option<i64>,
@@ -381,10 +381,41 @@ impl<S: StateCodec> KeyValueStore<S> {
 
     /// The transaction aborted: forget every uncommitted change. The next read of those keys
     /// loads the committed value from sled.
-    pub fn rollback(&mut self) {
+    pub(crate) fn rollback(&mut self) {
         for key in self.dirty.drain(..) {
             self.cache.remove(&key);
         }
+    }
+}
+
+/// Test fixtures (feature `testing`): the runtime's commit and restore, for processor tests.
+#[cfg(any(test, feature = "testing"))]
+impl<S: StateCodec> KeyValueStore<S> {
+    /// What a task restored from the changelog right after this store's next commit starts
+    /// from — a new in-memory store holding the committed state plus this store's uncommitted
+    /// changes, through their encoding as the changelog carries them — and how many keys that
+    /// commit writes to the changelog. This store is left as it is.
+    pub fn restored_after_commit(&self) -> Result<(Self, usize), StoreError> {
+        let mut committed: HashMap<Box<[u8]>, Vec<u8>> = match &self.backend {
+            Backend::Memory(map) => map.clone(),
+            Backend::Sled(tree) => {
+                let mut map = HashMap::new();
+                for entry in tree.tree.scan_prefix([DATA_PREFIX]) {
+                    let (key, value) = entry.map_err(|e| tree.error(e))?;
+                    map.insert(Box::from(&key[1..]), value.to_vec());
+                }
+                map
+            }
+        };
+        let changes = self.dirty_changes();
+        for (key, value) in &changes {
+            match value {
+                Some(bytes) => committed.insert(key.clone(), bytes.clone()),
+                None => committed.remove(key),
+            };
+        }
+        let restored = Self::with_backend(self.name.clone(), Backend::Memory(committed));
+        Ok((restored, changes.len()))
     }
 }
 
@@ -458,5 +489,27 @@ mod tests {
             error.to_string().contains("delete the state dir"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_store_restored_after_a_commit_holds_the_committed_and_the_uncommitted_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = open_store(dir.path());
+        store.put(b"kept", 1).expect("put");
+        store.put(b"gone", 2).expect("put");
+        let changes = store.dirty_changes();
+        store.commit(&changes, Some(1)).expect("commit");
+        store.put(b"new", 3).expect("put");
+        store.delete(b"gone").expect("delete");
+
+        let (mut restored, written) = store.restored_after_commit().expect("restore");
+        assert_eq!(
+            written, 2,
+            "the next commit writes `new` and a tombstone for `gone`"
+        );
+        assert_eq!(restored.get(b"kept").expect("get"), Some(&1));
+        assert_eq!(restored.get(b"new").expect("get"), Some(&3));
+        assert_eq!(restored.get(b"gone").expect("get"), None);
+        assert_eq!(store.dirty_len(), 2, "the original store is untouched");
     }
 }

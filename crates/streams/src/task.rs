@@ -1,20 +1,23 @@
-//! A stream task: one processor instance, its store, and its input positions.
+//! A stream task: one processor instance, its store, and its input positions; and [`Tasks`],
+//! the tasks of one instance, handled one way on both transports.
+
+use std::collections::{BTreeMap, HashMap};
 
 use crate::processor::{
     Collector, ProcessError, Processor, ProcessorContext, PunctuationType, Record, Rejection,
     TaskId,
 };
-use crate::store::{KeyValueStore, StoreError};
+use crate::store::{Change, KeyValueStore, StoreError};
 
 /// What became of one input record.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Processed,
     /// The processor refused it; the caller routes it to the dead-letter topic.
     Rejected(Rejection),
 }
 
-pub struct StreamTask<P: Processor> {
+pub(crate) struct StreamTask<P: Processor> {
     id: TaskId,
     processor: P,
     store: KeyValueStore<P::State>,
@@ -35,7 +38,7 @@ fn set_position(positions: &mut Vec<(String, i64)>, topic: &str, offset: i64) {
 }
 
 impl<P: Processor> StreamTask<P> {
-    pub fn new(id: TaskId, processor: P, store: KeyValueStore<P::State>) -> Self {
+    pub(crate) fn new(id: TaskId, processor: P, store: KeyValueStore<P::State>) -> Self {
         Self {
             id,
             processor,
@@ -47,21 +50,21 @@ impl<P: Processor> StreamTask<P> {
         }
     }
 
-    pub fn id(&self) -> TaskId {
+    pub(crate) fn id(&self) -> TaskId {
         self.id
     }
 
-    pub fn store(&self) -> &KeyValueStore<P::State> {
+    pub(crate) fn store(&self) -> &KeyValueStore<P::State> {
         &self.store
     }
 
-    pub fn store_mut(&mut self) -> &mut KeyValueStore<P::State> {
+    pub(crate) fn store_mut(&mut self) -> &mut KeyValueStore<P::State> {
         &mut self.store
     }
 
     /// Runs the processor on one record and advances this task's position past it, also when
     /// the record is rejected (a rejected record is consumed: it goes to the dead-letter topic).
-    pub fn process(
+    pub(crate) fn process(
         &mut self,
         record: &Record<'_>,
         collector: &mut dyn Collector,
@@ -91,7 +94,7 @@ impl<P: Processor> StreamTask<P> {
 
     /// Moves this task's position past `record` without processing it: it was forwarded (to
     /// the repartition topic) or dead-lettered before reaching the processor.
-    pub fn advance(&mut self, record: &Record<'_>) {
+    pub(crate) fn advance(&mut self, record: &Record<'_>) {
         if !self.committed.iter().any(|(t, _)| t == record.topic) {
             // First record of this input since assignment: it sits at the committed offset.
             self.committed
@@ -101,12 +104,16 @@ impl<P: Processor> StreamTask<P> {
     }
 
     /// The key of the state `record` updates ([`Processor::state_key`]).
-    pub fn state_key(&mut self, record: &Record<'_>, key: &mut Vec<u8>) -> Result<(), Rejection> {
+    pub(crate) fn state_key(
+        &mut self,
+        record: &Record<'_>,
+        key: &mut Vec<u8>,
+    ) -> Result<(), Rejection> {
         self.processor.state_key(record, key)
     }
 
     /// Fires a wall-clock punctuation if one is due (called between records and when idle).
-    pub fn punctuate_wall_clock(
+    pub(crate) fn punctuate_wall_clock(
         &mut self,
         now_ms: i64,
         collector: &mut dyn Collector,
@@ -143,25 +150,143 @@ impl<P: Processor> StreamTask<P> {
     }
 
     /// Input positions to commit: `(topic, next offset)` for every input this task has read.
-    pub fn positions(&self) -> &[(String, i64)] {
+    pub(crate) fn positions(&self) -> &[(String, i64)] {
         &self.positions
     }
 
     /// Whether anything was processed since the last commit.
-    pub fn has_uncommitted_progress(&self) -> bool {
+    pub(crate) fn has_uncommitted_progress(&self) -> bool {
         self.positions != self.committed || self.store.dirty_len() > 0
     }
 
     /// The commit holding this task's work succeeded.
-    pub fn committed(&mut self) {
+    pub(crate) fn committed(&mut self) {
         self.committed.clone_from(&self.positions);
     }
 
     /// The commit failed: forget uncommitted state and return where to rewind each input.
-    pub fn rollback(&mut self) -> Vec<(String, i64)> {
+    pub(crate) fn rollback(&mut self) -> Vec<(String, i64)> {
         self.store.rollback();
         self.positions.clone_from(&self.committed);
         self.committed.clone()
+    }
+}
+
+/// Every task's encoded state changes, staged for a commit.
+pub(crate) type StagedChanges = Vec<(TaskId, Vec<Change>)>;
+
+/// The tasks of one application instance, by id: one way, on both transports, to create them,
+/// process through them, commit and close them. On Kafka the task manager adds assignment,
+/// revocation and restoration around it; the in-process transport creates every task up front.
+/// A commit is `prepare_commit` → (the transport makes the batch durable) → `post_commit`, or
+/// `rollback` when it could not.
+pub(crate) struct Tasks<P: Processor> {
+    tasks: BTreeMap<TaskId, StreamTask<P>>,
+}
+
+impl<P: Processor> Default for Tasks<P> {
+    fn default() -> Self {
+        Self {
+            tasks: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P: Processor> Tasks<P> {
+    pub(crate) fn create(&mut self, id: TaskId, processor: P, store: KeyValueStore<P::State>) {
+        self.tasks.insert(id, StreamTask::new(id, processor, store));
+    }
+
+    pub(crate) fn contains(&self, id: TaskId) -> bool {
+        self.tasks.contains_key(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut StreamTask<P>> {
+        self.tasks.get_mut(&id)
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut StreamTask<P>> {
+        self.tasks.values_mut()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Closes the task `id` (its uncommitted work is dropped); whether it was running.
+    pub(crate) fn close(&mut self, id: TaskId) -> bool {
+        self.tasks.remove(&id).is_some()
+    }
+
+    pub(crate) fn close_all(&mut self) {
+        self.tasks.clear();
+    }
+
+    /// Whether any task processed something since the last commit.
+    pub(crate) fn commit_needed(&self) -> bool {
+        self.tasks
+            .values()
+            .any(StreamTask::has_uncommitted_progress)
+    }
+
+    /// Input positions to commit: `(topic, partition, next offset)` of every task's inputs.
+    pub(crate) fn positions(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.tasks.values().flat_map(|task| {
+            task.positions()
+                .iter()
+                .map(move |(topic, position)| (topic.as_str(), task.id().0, *position))
+        })
+    }
+
+    /// Fires the wall-clock punctuations that are due.
+    pub(crate) fn punctuate_wall_clock(
+        &mut self,
+        now_ms: i64,
+        collector: &mut dyn Collector,
+    ) -> Result<(), StoreError> {
+        for task in self.tasks.values_mut() {
+            task.punctuate_wall_clock(now_ms, collector)?;
+        }
+        Ok(())
+    }
+
+    /// The first step of a commit: every task's state changes, encoded (for the changelog).
+    pub(crate) fn prepare_commit(&self) -> StagedChanges {
+        self.tasks
+            .values()
+            .map(|task| (task.id(), task.store().dirty_changes()))
+            .collect()
+    }
+
+    /// The batch holding `staged` is durable: the changes go to each task's store, with the
+    /// changelog checkpoint when the transport has one (the offset after the last written, per
+    /// task), and the tasks' positions become their committed ones.
+    pub(crate) fn post_commit(
+        &mut self,
+        staged: &StagedChanges,
+        changelog_end: &HashMap<i32, i64>,
+    ) -> Result<(), StoreError> {
+        for (id, changes) in staged {
+            let Some(task) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            let checkpoint = changelog_end.get(&id.0).map(|last| last + 1);
+            task.store_mut().commit(changes, checkpoint)?;
+            task.committed();
+        }
+        Ok(())
+    }
+
+    /// The batch could not be made durable: every task forgets its uncommitted state. Returns
+    /// where to rewind each input partition a task read: its last committed position.
+    pub(crate) fn rollback(&mut self) -> BTreeMap<(String, i32), i64> {
+        let mut positions = BTreeMap::new();
+        for task in self.tasks.values_mut() {
+            for (topic, offset) in task.rollback() {
+                positions.insert((topic, task.id().0), offset);
+            }
+        }
+        positions
     }
 }
 

@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use tracing::{info, warn};
 
-use super::engine::TopicLayout;
+use super::task_manager::TopicLayout;
 use super::{STARTUP_TIMEOUT, StreamsError, client_config};
 use crate::client_log::LoggingContext;
 use crate::config::StreamsConfig;

@@ -1,24 +1,23 @@
-//! The commit path of an instance, in one place: stage the tasks' state changes, write them to
-//! the changelog, flush, add the input positions to the transaction, commit — or abort, roll
-//! back and rewind. The failure cases are as much a part of it as the happy path.
+//! The commit path of an instance, in one place, in the order of rust-rdkafka's
+//! `examples/transactions.rs`: write the tasks' state changes to their changelogs, flush, send
+//! the input offsets to the transaction, commit, begin the next one — or abort, roll back and
+//! rewind to the last commit, then begin again. The failure cases are as much a part of it as
+//! the happy path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use super::StreamsError;
-use super::engine::Engine;
-use super::produce::{DeliveryLog, count, lock, send_polling};
+use super::thread::StreamThread;
 use crate::config::ProcessingGuarantee;
-use crate::processor::{Processor, TaskId};
-use crate::store::Change;
-use crate::task::StreamTask;
-
+use crate::processor::Processor;
+use crate::task::StagedChanges;
 /// How long one Kafka operation of the commit path may take before the commit counts as failed.
 pub(super) const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,8 +39,8 @@ pub(super) fn classify(error: KafkaError) -> CommitFailure {
     }
 }
 
-impl<P: Processor> Engine<P> {
-    pub(super) fn exactly_once(&self) -> bool {
+impl<P: Processor> StreamThread<P> {
+    fn exactly_once(&self) -> bool {
         self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce
     }
 
@@ -69,47 +68,15 @@ impl<P: Processor> Engine<P> {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), StreamsError> {
         self.last_commit = Instant::now();
-        if !self
-            .tasks
-            .values()
-            .any(StreamTask::has_uncommitted_progress)
-            && self.send_failure.is_none()
-        {
+        if !self.tasks.commit_needed() && !self.collector.has_send_error() {
             return Ok(());
         }
         let started = Instant::now();
-        let staged: Vec<_> = self
-            .tasks
-            .values()
-            .map(|t| (t.id(), t.store().dirty_changes()))
-            .collect();
-        match self.write_and_commit(consumer, &staged) {
+        let staged = self.tasks.prepare_commit();
+        match self.commit_transaction(consumer, &staged) {
             Ok(changelog_end) => {
-                for (id, changes) in &staged {
-                    let Some(task) = self.tasks.get_mut(id) else {
-                        continue;
-                    };
-                    let checkpoint = changelog_end.get(&id.0).map(|last| last + 1);
-                    task.store_mut().commit(changes, checkpoint)?;
-                    task.committed();
-                }
-                self.metrics.commits.inc();
-                self.flush_counters();
-                self.outage.recovered();
-                self.health.set_ready(true);
-                self.in_flight.committed();
-                if let Some(purge) = &mut self.purge {
-                    purge.after_commit(self.tasks.values().flat_map(|task| {
-                        task.positions()
-                            .iter()
-                            .map(move |(topic, position)| (task.id().0, topic.as_str(), *position))
-                    }));
-                }
-                if self.exactly_once() {
-                    self.producer
-                        .begin_transaction()
-                        .map_err(|e| StreamsError::kafka("beginning a transaction", e))?;
-                }
+                self.post_commit(&staged, &changelog_end)?;
+                self.begin_transaction()?;
             }
             Err(CommitFailure::Abortable(error)) => {
                 // Most often the broker is unreachable: not ready, and retried until it is
@@ -117,6 +84,7 @@ impl<P: Processor> Engine<P> {
                 self.health.set_ready(false);
                 self.outage.commit_failed(&error)?;
                 self.abort_and_rewind(consumer)?;
+                self.begin_transaction()?;
             }
             Err(CommitFailure::Fatal(error)) => {
                 return Err(StreamsError::kafka(
@@ -136,38 +104,25 @@ impl<P: Processor> Engine<P> {
     }
 
     /// Steps 1–3 of [`Self::commit`]; returns the last changelog offset written per partition.
-    fn write_and_commit<C: ConsumerContext>(
+    fn commit_transaction<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        staged: &[(TaskId, Vec<Change>)],
+        staged: &StagedChanges,
     ) -> Result<HashMap<i32, i64>, CommitFailure> {
-        if let Some(error) = self.send_failure.take() {
+        if let Some(error) = self.collector.take_send_error() {
             return Err(CommitFailure::Abortable(error));
         }
         for (id, changes) in staged {
-            for (key, value) in changes {
-                let mut record = BaseRecord::<[u8], [u8]>::to(&self.changelog)
-                    .partition(id.0)
-                    .key(key);
-                if let Some(value) = value {
-                    record = record.payload(value);
-                }
-                send_polling(&self.producer, record).map_err(classify)?;
-            }
-            count(&mut self.produced, &self.changelog, changes.len() as u64);
+            self.collector
+                .send_changelog(id.0, changes)
+                .map_err(classify)?;
         }
-        self.producer.flush(OPERATION_TIMEOUT).map_err(classify)?;
-        let log = std::mem::take(&mut *lock(&self.producer.context().log));
-        if let Some(error) = log.first_error {
-            return Err(CommitFailure::Abortable(error));
-        }
+        let changelog_end = self.collector.flush().map_err(classify)?;
         let mut offsets = TopicPartitionList::new();
-        for task in self.tasks.values() {
-            for (topic, position) in task.positions() {
-                offsets
-                    .add_partition_offset(topic, task.id().0, Offset::Offset(*position))
-                    .map_err(CommitFailure::Abortable)?;
-            }
+        for (topic, partition, position) in self.tasks.positions() {
+            offsets
+                .add_partition_offset(topic, partition, Offset::Offset(position))
+                .map_err(CommitFailure::Abortable)?;
         }
         if self.exactly_once() {
             let metadata = consumer
@@ -176,10 +131,11 @@ impl<P: Processor> Engine<P> {
                 .ok_or(CommitFailure::Abortable(KafkaError::Rebalance(
                     RDKafkaErrorCode::State,
                 )))?;
-            self.producer
+            let producer = self.collector.producer();
+            producer
                 .send_offsets_to_transaction(&offsets, &metadata, OPERATION_TIMEOUT)
                 .map_err(classify)?;
-            self.producer
+            producer
                 .commit_transaction(OPERATION_TIMEOUT)
                 .map_err(classify)?;
         } else if offsets.count() > 0 {
@@ -187,9 +143,43 @@ impl<P: Processor> Engine<P> {
                 .commit(&offsets, CommitMode::Sync)
                 .map_err(CommitFailure::Abortable)?;
         }
-        Ok(log.changelog_end)
+        Ok(changelog_end)
     }
 
+    /// Step 4 of [`Self::commit`]: the transaction committed.
+    fn post_commit(
+        &mut self,
+        staged: &StagedChanges,
+        changelog_end: &HashMap<i32, i64>,
+    ) -> Result<(), StreamsError> {
+        self.tasks.post_commit(staged, changelog_end)?;
+        self.metrics.commits.inc();
+        self.flush_counters();
+        self.outage.recovered();
+        self.health.set_ready(true);
+        self.in_flight.committed();
+        if let Some(purge) = &mut self.purge {
+            purge.after_commit(
+                self.tasks
+                    .positions()
+                    .map(|(topic, partition, position)| (partition, topic, position)),
+            );
+        }
+        Ok(())
+    }
+
+    fn begin_transaction(&self) -> Result<(), StreamsError> {
+        if self.exactly_once() {
+            self.collector
+                .producer()
+                .begin_transaction()
+                .map_err(|e| StreamsError::kafka("beginning a transaction", e))?;
+        }
+        Ok(())
+    }
+
+    /// The failure path: abort the transaction, forget the batch (state, sends, counts) and
+    /// rewind the consumer to where the tasks last committed.
     fn abort_and_rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
@@ -198,18 +188,11 @@ impl<P: Processor> Engine<P> {
         if self.exactly_once() {
             self.abort_transaction()?;
         }
-        *lock(&self.producer.context().log) = DeliveryLog::default();
-        self.send_failure = None;
+        self.collector.discard_batch();
         self.in_flight.aborted();
-        // The batch will be consumed and produced again: count it then.
+        // The batch will be consumed again: count it then.
         self.consumed.clear();
-        self.produced.clear();
-        let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for task in self.tasks.values_mut() {
-            for (topic, offset) in task.rollback() {
-                positions.insert((topic, task.id().0), offset);
-            }
-        }
+        let mut positions = self.tasks.rollback();
         // Buffered records were never processed; a partition none of whose records was
         // processed in this batch is read again from its first buffered record.
         for (topic, partition, first) in self.group.clear() {
@@ -227,43 +210,48 @@ impl<P: Processor> Engine<P> {
                 warn!(%error, "resuming paused partitions before rewinding failed");
             }
         }
+        self.rewind(consumer, &positions)
+    }
+
+    /// Seeks every partition in `positions` back to its offset.
+    fn rewind<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        positions: &BTreeMap<(String, i32), i64>,
+    ) -> Result<(), StreamsError> {
         let mut rewind = TopicPartitionList::new();
-        for ((topic, partition), offset) in &positions {
+        for ((topic, partition), offset) in positions {
             self.group.rewound(topic, *partition, *offset);
             rewind
                 .add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .map_err(|e| StreamsError::kafka("rewinding after an abort", e))?;
         }
-        if rewind.count() > 0 {
-            // A partition revoked meanwhile cannot be sought (its new owner starts from the
-            // committed offset anyway). One still assigned that cannot be rewound would go on
-            // from its fetch position past records the task rolled back: stop instead, and the
-            // next start reads from the committed offsets.
-            let assigned = consumer.assignment().unwrap_or_default();
-            let sought = consumer
-                .seek_partitions(rewind, OPERATION_TIMEOUT)
-                .map_err(|e| StreamsError::kafka("rewinding the consumer after an abort", e))?;
-            for element in sought.elements() {
-                if let Err(error) = element.error()
-                    && assigned
-                        .find_partition(element.topic(), element.partition())
-                        .is_some()
-                {
-                    return Err(StreamsError::kafka(
-                        &format!(
-                            "rewinding {} partition {} after an abort",
-                            element.topic(),
-                            element.partition()
-                        ),
-                        error,
-                    ));
-                }
-            }
+        if rewind.count() == 0 {
+            return Ok(());
         }
-        if self.exactly_once() {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| StreamsError::kafka("beginning a transaction", e))?;
+        // A partition revoked meanwhile cannot be sought (its new owner starts from the
+        // committed offset anyway). One still assigned that cannot be rewound would go on from
+        // its fetch position past records the task rolled back: stop instead, and the next
+        // start reads from the committed offsets.
+        let assigned = consumer.assignment().unwrap_or_default();
+        let sought = consumer
+            .seek_partitions(rewind, OPERATION_TIMEOUT)
+            .map_err(|e| StreamsError::kafka("rewinding the consumer after an abort", e))?;
+        for element in sought.elements() {
+            if let Err(error) = element.error()
+                && assigned
+                    .find_partition(element.topic(), element.partition())
+                    .is_some()
+            {
+                return Err(StreamsError::kafka(
+                    &format!(
+                        "rewinding {} partition {} after an abort",
+                        element.topic(),
+                        element.partition()
+                    ),
+                    error,
+                ));
+            }
         }
         Ok(())
     }
@@ -272,7 +260,11 @@ impl<P: Processor> Engine<P> {
     /// reach the transaction coordinator times out, and may be called again).
     fn abort_transaction(&mut self) -> Result<(), StreamsError> {
         loop {
-            match self.producer.abort_transaction(OPERATION_TIMEOUT) {
+            match self
+                .collector
+                .producer()
+                .abort_transaction(OPERATION_TIMEOUT)
+            {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if let CommitFailure::Fatal(error) = classify(error.clone()) {
@@ -295,7 +287,7 @@ impl<P: Processor> Engine<P> {
                 .with_label_values(&[topic.as_str()])
                 .inc_by(count);
         }
-        for (topic, count) in self.produced.drain() {
+        for (topic, count) in self.collector.take_produced() {
             self.metrics
                 .records_produced
                 .with_label_values(&[topic.as_str()])
@@ -303,6 +295,6 @@ impl<P: Processor> Engine<P> {
         }
         self.metrics
             .state_store_bytes
-            .set(i64::try_from(self.state.size_on_disk()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.tasks.state_bytes()).unwrap_or(i64::MAX));
     }
 }

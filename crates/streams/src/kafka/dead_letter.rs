@@ -21,10 +21,10 @@ use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord};
-use tokio::sync::watch;
 use tracing::warn;
 
 use super::produce::{SendError, StreamsProducer, lock, send_polling, send_with_backpressure};
+use crate::shutdown::Shutdown;
 
 /// How long to wait before retry `attempt` (1 = the first retry): 100 ms doubling to 5 s.
 pub fn retry_delay(attempt: u32) -> Duration {
@@ -142,12 +142,12 @@ impl DeadLetterWriter {
     }
 
     /// Sends `letter` until the broker acknowledges it, by the module's retry rule: `Err` only
-    /// once `shutdown_grace` has passed since `stop` turned true.
+    /// once `shutdown_grace` has passed since `shutdown` was requested.
     pub async fn deliver<C: ClientContext + 'static>(
         &self,
         producer: &FutureProducer<C>,
         letter: &DeadLetter<'_>,
-        stop: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
         shutdown_grace: Duration,
     ) -> Result<(), DeadLetterError> {
         // Shared by the retries and the give-up branch (a Mutex: the future must be Send).
@@ -172,10 +172,9 @@ impl DeadLetterWriter {
                 }
             }
         };
-        let mut stop = stop.clone();
         tokio::select! {
             refused = retries => refused.map_or(Ok(()), Err),
-            () = self.grace_after_stop(&mut stop, shutdown_grace) => Err(DeadLetterError::Grace {
+            () = self.grace_after_stop(shutdown, shutdown_grace) => Err(DeadLetterError::Grace {
                 topic: self.topic.clone(),
                 grace: shutdown_grace,
                 last_error: lock(&last_error).clone(),
@@ -184,11 +183,8 @@ impl DeadLetterWriter {
     }
 
     /// Completes `grace` after the stop was first seen by this writer; never, if it never comes.
-    async fn grace_after_stop(&self, stop: &mut watch::Receiver<bool>, grace: Duration) {
-        if stop.wait_for(|stopping| *stopping).await.is_err() {
-            // Nobody can ask for a stop any more.
-            std::future::pending::<()>().await;
-        }
+    async fn grace_after_stop(&self, shutdown: &Shutdown, grace: Duration) {
+        shutdown.requested().await;
         let seen = *lock(&self.stop_seen).get_or_insert_with(tokio::time::Instant::now);
         tokio::time::sleep_until(seen + grace).await;
     }
@@ -291,15 +287,15 @@ mod tests {
             .expect("a producer (it connects lazily)");
         let writer = DeadLetterWriter::new("dlq");
         let letter = DeadLetter::new(None, Some(b"v"), None, &[]);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let shutdown = Shutdown::new();
         let started = tokio::time::Instant::now();
         let stopper = async {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let _ = stop_tx.send(true);
+            shutdown.request();
             std::future::pending::<()>().await
         };
         let result = tokio::select! {
-            result = writer.deliver(&producer, &letter, &stop_rx, Duration::from_secs(2)) => result,
+            result = writer.deliver(&producer, &letter, &shutdown, Duration::from_secs(2)) => result,
             () = stopper => unreachable!(),
         };
         let error = result.expect_err("no broker: given up");
@@ -312,7 +308,7 @@ mod tests {
         // A second letter after the grace has run out is given up at once: the grace is one
         // for the whole stop, not one per letter.
         let again = writer
-            .deliver(&producer, &letter, &stop_rx, Duration::from_secs(2))
+            .deliver(&producer, &letter, &shutdown, Duration::from_secs(2))
             .await;
         assert!(again.is_err());
         assert_eq!(started.elapsed().as_secs(), 7, "no second grace");

@@ -1,18 +1,25 @@
 //! The Kafka transport: an application instance that consumes its source topics in a consumer
 //! group, runs a task per assigned partition and commits exactly-once (or at-least-once).
+//!
+//! In Kafka Streams' shape: [`KafkaStreams`] (here) builds the clients and runs the stream
+//! thread's loop (`process_until`); the loop's shared state and the rebalance callbacks are in
+//! `thread.rs`, the tasks in `task_manager.rs`, every send in `record_collector.rs`, the
+//! record path in `route.rs` (with `partition_group.rs`) and the commit path in `commit.rs`.
 
 mod admin;
 pub(crate) mod client;
 mod commit;
 pub(crate) mod dead_letter;
-mod engine;
 mod outage;
 mod partition_group;
 pub(crate) mod produce;
 mod purge;
-mod record;
+pub(crate) mod record;
+mod record_collector;
 mod restore;
 mod route;
+mod task_manager;
+mod thread;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -27,10 +34,13 @@ use rdkafka::producer::Producer;
 use tracing::{debug, info};
 
 pub use admin::{ExistingTopic, TopicRole, TopicSpec, TopicState, create_topics, describe_topics};
-pub use engine::ProcessorFactory;
-use engine::{Engine, EngineClients, StreamsContext};
+use dead_letter::DeadLetterWriter;
 use produce::{DeliveryContext, StreamsProducer};
+use record_collector::RecordCollector;
 use restore::RestoreContext;
+pub use task_manager::ProcessorFactory;
+use task_manager::TaskManager;
+use thread::{StreamThread, StreamsContext};
 
 use crate::client_log::ClientLog;
 use crate::config::{ConfigError, ProcessingGuarantee, StreamsConfig};
@@ -171,66 +181,39 @@ impl<P: Processor + 'static> KafkaStreams<P> {
                 .begin_transaction()
                 .map_err(|e| StreamsError::kafka("beginning a transaction", e))?;
         }
-        let restore_consumer: BaseConsumer<RestoreContext> = client_config(&config)
-            // librdkafka refuses assign() without a group id; this one never joins or commits.
-            .set("group.id", format!("{}-restore", config.application_id))
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("enable.auto.commit", "false")
-            .create_with_context(RestoreContext::new("restore consumer"))
-            .map_err(|e| StreamsError::kafka("creating the restore consumer", e))?;
+        let restore_consumer = create_restore_consumer(&config)?;
         let purge = match config.repartition {
             Some(_) => Some(purge::RepartitionPurge::new(&config)?),
             None => None,
         };
-        let engine = Engine::new(
-            config.clone(),
+        let tasks = TaskManager::new(
+            &config,
             layout,
             self.factory,
             state,
-            EngineClients {
-                producer,
-                restore_consumer,
-                purge,
-            },
+            restore_consumer,
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.health),
+        );
+        let collector = RecordCollector::new(
+            producer,
+            config.changelog_topic(),
+            DeadLetterWriter::new(config.dead_letter_topic.clone()),
+        );
+        let thread = StreamThread::new(
+            config.clone(),
+            tasks,
+            collector,
+            purge,
             Arc::clone(&self.metrics),
             Arc::clone(&self.health),
         );
         let context = StreamsContext {
-            engine: Mutex::new(engine),
+            thread: Mutex::new(thread),
             metrics: Arc::clone(&self.metrics),
             log: ClientLog::new("consumer"),
         };
-        let consumer: BaseConsumer<StreamsContext<P>> = client_config(&config)
-            .set("group.id", &config.application_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            // Eager range assignment keeps partition p of every input on one instance
-            // (co-partitioning); a revocation commits and closes every task.
-            .set("partition.assignment.strategy", "range")
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.session_timeout.as_millis() / 3).to_string(),
-            )
-            .set("statistics.interval.ms", "5000")
-            // The loop may wait out an outage (commit retries, a restore) for up to
-            // give_up_after without polling: it must not be taken for a stuck member meanwhile.
-            .set(
-                "max.poll.interval.ms",
-                (config.give_up_after.as_millis() + 60_000)
-                    .min(86_400_000)
-                    .to_string(),
-            )
-            // A subscribed topic created later is noticed within seconds, not librdkafka's 5 min.
-            .set("topic.metadata.refresh.interval.ms", "2000")
-            .create_with_context(context)
-            .map_err(|e| StreamsError::kafka("creating the consumer", e))?;
+        let consumer = create_consumer(&config, context)?;
         let repartition_topic = config.repartition_topic();
         let mut topics: Vec<&str> = config.source_topics.iter().map(String::as_str).collect();
         if config.repartition.is_some() {
@@ -241,36 +224,51 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             .map_err(|e| StreamsError::kafka("subscribing", e))?;
 
         let result = process_until(&consumer, shutdown, &self.metrics, &self.health, &config);
-        // Commit only after a clean stop. After a failure the batch may be half done (the
-        // failing record's position already advanced): committing it could skip that record.
-        // Instead the tasks are abandoned (so the revocation that leaving the group triggers has
-        // nothing to commit either), the open transaction is left to abort (the broker's
-        // timeout, or fencing by this instance's next start) and sled never sees the batch.
-        let closed = match &result {
-            Ok(()) => consumer.context().engine().close(&consumer),
-            Err(_) => {
-                consumer.context().engine().abandon();
-                Ok(())
-            }
-        };
-        let broker_gone = matches!(result, Err(StreamsError::Outage { .. }))
-            || matches!(closed, Err(StreamsError::Outage { .. }))
-            || consumer.context().engine().outage.is_on();
-        if broker_gone {
-            // The broker is gone: leaving the group (librdkafka's close on drop) would wait for
-            // it forever, and so would the producer's. The process is about to exit and the
-            // group notices the silence within session_timeout: let the clients go unclosed.
-            std::mem::forget(consumer);
-            return result.and(closed);
-        }
-        // Leave the group now, so a surviving instance takes over without waiting for a timeout.
-        consumer.unsubscribe();
-        drop(consumer);
-        result.and(closed)
+        close_and_leave(consumer, result)
     }
 }
 
-/// The processing loop: poll, process, commit when due; until `shutdown`.
+/// After the loop: the closing commit (after a clean stop only), the tasks closed, and the
+/// group left — unless the broker is gone. Returns the loop's error, else the closing one.
+fn close_and_leave<P: Processor>(
+    consumer: BaseConsumer<StreamsContext<P>>,
+    result: Result<(), StreamsError>,
+) -> Result<(), StreamsError> {
+    // Commit only after a clean stop. After a failure the batch may be half done (the
+    // failing record's position already advanced): committing it could skip that record.
+    // Instead the tasks are closed dirty (so the revocation that leaving the group triggers has
+    // nothing to commit either), the open transaction is left to abort (the broker's
+    // timeout, or fencing by this instance's next start) and sled never sees the batch.
+    let closed = match &result {
+        Ok(()) => consumer.context().thread().close_clean(&consumer),
+        Err(_) => {
+            consumer.context().thread().close_dirty();
+            Ok(())
+        }
+    };
+    let broker_gone = matches!(result, Err(StreamsError::Outage { .. }))
+        || matches!(closed, Err(StreamsError::Outage { .. }))
+        || consumer.context().thread().outage_is_on();
+    if broker_gone {
+        // The broker is gone: leaving the group (librdkafka's close on drop) would wait for
+        // it forever, and so would the producer's. The process is about to exit and the
+        // group notices the silence within session_timeout: let the clients go unclosed.
+        std::mem::forget(consumer);
+        return result.and(closed);
+    }
+    // Leave the group now, so a surviving instance takes over without waiting for a timeout.
+    consumer.unsubscribe();
+    drop(consumer);
+    result.and(closed)
+}
+
+/// How long one poll waits for a record: also how soon a requested shutdown is seen.
+const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// The stream thread's loop (Kafka Streams' `StreamThread.runOnce`, in the shape of
+/// rust-rdkafka's `examples/transactions.rs`): poll → process → punctuate → commit when due
+/// (`commit.rs`: changelog → offsets to the transaction → commit → begin; on failure abort →
+/// rewind); until `shutdown`. The closing commit is the caller's.
 fn process_until<P: Processor>(
     consumer: &BaseConsumer<StreamsContext<P>>,
     shutdown: &Shutdown,
@@ -281,47 +279,45 @@ fn process_until<P: Processor>(
     let mut last_probe = Instant::now();
     while !shutdown.is_requested() {
         health.heartbeat();
-        // Rebalance callbacks run inside poll and take the engine lock: do not hold it here.
-        let polled = consumer.poll(Duration::from_millis(20));
-        let mut engine = consumer.context().engine();
-        if let Some(error) = engine.fatal.take() {
-            return Err(error);
-        }
+        // Rebalance callbacks run inside poll and take the thread's lock: not held here.
+        let polled = consumer.poll(POLL_TIMEOUT);
+        let mut thread = consumer.context().thread();
+        thread.take_rebalance_error()?;
         match polled {
             Some(Ok(message)) => {
                 let started = Instant::now();
-                engine.on_message(consumer, &message)?;
+                thread.on_message(consumer, &message)?;
                 metrics
                     .process_seconds
                     .observe(started.elapsed().as_secs_f64());
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
-            None => engine.drain(consumer, true)?,
+            None => thread.drain(consumer, true)?,
             Some(Err(error)) if is_unreachable(&error) => {
                 health.set_ready(false);
-                engine.outage.failed("consuming", &error)?;
+                thread.outage.failed("consuming", &error)?;
             }
             Some(Err(error)) => debug!(%error, "consumer error (librdkafka retries)"),
         }
-        if engine.commit_due() {
-            engine.commit(consumer)?;
+        thread.punctuate_wall_clock(tickstream_model::clock::now_ms())?;
+        if thread.commit_due() {
+            thread.commit(consumer)?;
         }
         // An idle instance learns that the broker is back from a metadata round trip.
-        if engine.outage.is_on() && last_probe.elapsed() >= Duration::from_secs(1) {
+        if thread.outage.is_on() && last_probe.elapsed() >= Duration::from_secs(1) {
             last_probe = Instant::now();
             match consumer.fetch_metadata(None, Duration::from_millis(500)) {
                 Ok(_) => {
-                    if engine.outage.probe_answered() {
+                    if thread.outage.probe_answered() {
                         health.set_ready(true);
                     }
                 }
-                Err(error) => engine.outage.failed(
+                Err(error) => thread.outage.failed(
                     &format!("reaching the brokers at {}", config.bootstrap_servers),
                     &error,
                 )?,
             }
         }
-        engine.punctuate_wall_clock(tickstream_model::clock::now_ms())?;
     }
     info!("shutdown requested: committing and closing tasks");
     Ok(())
@@ -347,6 +343,57 @@ pub(crate) fn is_unreachable(error: &KafkaError) -> bool {
 /// result, after the user's: they win (exactly-once depends on them).
 pub(crate) fn client_config(config: &StreamsConfig) -> ClientConfig {
     client::client_config(&config.bootstrap_servers, &[], &config.kafka_settings)
+}
+
+/// The consumer that reads the changelogs to restore tasks: assigned, never subscribed.
+fn create_restore_consumer(
+    config: &StreamsConfig,
+) -> Result<BaseConsumer<RestoreContext>, StreamsError> {
+    client_config(config)
+        // librdkafka refuses assign() without a group id; this one never joins or commits.
+        .set("group.id", format!("{}-restore", config.application_id))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create_with_context(RestoreContext::new("restore consumer"))
+        .map_err(|e| StreamsError::kafka("creating the restore consumer", e))
+}
+
+/// The group member: its context holds the stream thread's state (see `thread.rs`).
+fn create_consumer<P: Processor>(
+    config: &StreamsConfig,
+    context: StreamsContext<P>,
+) -> Result<BaseConsumer<StreamsContext<P>>, StreamsError> {
+    client_config(config)
+        .set("group.id", &config.application_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // Eager range assignment keeps partition p of every input on one instance
+        // (co-partitioning); a revocation commits and closes every task.
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 3).to_string(),
+        )
+        .set("statistics.interval.ms", "5000")
+        // The loop may wait out an outage (commit retries, a restore) for up to
+        // give_up_after without polling: it must not be taken for a stuck member meanwhile.
+        .set(
+            "max.poll.interval.ms",
+            (config.give_up_after.as_millis() + 60_000)
+                .min(86_400_000)
+                .to_string(),
+        )
+        // A subscribed topic created later is noticed within seconds, not librdkafka's 5 min.
+        .set("topic.metadata.refresh.interval.ms", "2000")
+        .create_with_context(context)
+        .map_err(|e| StreamsError::kafka("creating the consumer", e))
 }
 
 fn create_producer(

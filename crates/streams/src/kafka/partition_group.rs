@@ -27,33 +27,10 @@ use std::ffi::{CStr, CString};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 
+use super::record::OwnedRecord;
 use crate::processor::Record;
-
-/// A source record copied out of the consumer while it waits its turn.
-pub(crate) struct BufferedRecord {
-    pub(crate) topic: Arc<str>,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) timestamp: Option<i64>,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) headers: Option<OwnedHeaders>,
-}
-
-impl BufferedRecord {
-    pub(crate) fn record(&self) -> Record<'_> {
-        Record {
-            topic: &self.topic,
-            partition: self.partition,
-            offset: self.offset,
-            timestamp: self.timestamp,
-            key: self.key.as_deref(),
-            value: self.value.as_deref(),
-        }
-    }
-}
 
 /// A source partition: topic and partition number.
 pub(crate) type PartitionRef = (Arc<str>, i32);
@@ -71,7 +48,7 @@ struct Queue {
     /// The name as librdkafka takes it, made once.
     c_topic: CString,
     partition: i32,
-    records: VecDeque<BufferedRecord>,
+    records: VecDeque<OwnedRecord>,
     /// The offset after the last record taken from the consumer (buffered or bypassed); `None`
     /// until known (the committed offset, or the first record): then consumption starts at the
     /// log start (`auto.offset.reset = earliest`).
@@ -127,7 +104,7 @@ enum Empty {
 }
 
 /// Records with no timestamp go first: nothing says they are late.
-fn order(record: &BufferedRecord) -> i64 {
+fn order(record: &OwnedRecord) -> i64 {
     record.timestamp.unwrap_or(i64::MIN)
 }
 
@@ -237,15 +214,11 @@ impl PartitionGroup {
         queue.next_offset = Some(message.offset() + 1);
         // A partition that ran dry and gets data again has to be waited for afresh next time.
         queue.empty_since = Instant::now();
-        queue.records.push_back(BufferedRecord {
-            topic: Arc::clone(&queue.topic),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers: message.headers().map(|h| h.detach()),
-        });
+        queue.records.push_back(OwnedRecord::copy(
+            &Record::from_message(message),
+            Arc::clone(&queue.topic),
+            message.headers().map(|h| h.detach()),
+        ));
         self.buffered += 1;
     }
 
@@ -281,7 +254,7 @@ impl PartitionGroup {
         ends: &dyn EndOffsets,
         idle: bool,
         enforced: &mut bool,
-    ) -> Option<BufferedRecord> {
+    ) -> Option<OwnedRecord> {
         *enforced = false;
         if self.buffered == 0 {
             return None;
@@ -370,8 +343,8 @@ mod tests {
         }
     }
 
-    fn record(partition: i32, offset: i64, ts: i64) -> BufferedRecord {
-        BufferedRecord {
+    fn record(partition: i32, offset: i64, ts: i64) -> OwnedRecord {
+        OwnedRecord {
             topic: Arc::from("btc"),
             partition,
             offset,

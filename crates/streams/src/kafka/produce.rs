@@ -15,7 +15,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 
 use crate::client_log::ClientLog;
-use crate::processor::Collector;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock already failed the run; the data is still consistent
@@ -138,31 +137,5 @@ pub(crate) fn send_polling(
         Some(Err(SendError::Waiting(never))) => match never {},
         // Unreachable (nothing above suspends); refusing the record keeps it from being lost.
         None => Err(KafkaError::Canceled),
-    }
-}
-
-/// The collector processors emit through: straight into the producer (librdkafka copies the
-/// bytes), remembering the first failure so the commit fails instead of losing a record.
-pub(crate) struct ProducerCollector<'a> {
-    pub(crate) producer: &'a StreamsProducer,
-    pub(crate) failure: &'a mut Option<KafkaError>,
-    pub(crate) produced: &'a mut HashMap<String, u64>,
-}
-
-impl Collector for ProducerCollector<'_> {
-    fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(timestamp) = timestamp {
-            record = record.timestamp(timestamp);
-        }
-        match send_polling(self.producer, record) {
-            Ok(()) => count(self.produced, topic, 1),
-            Err(error) => {
-                self.failure.get_or_insert(error);
-            }
-        }
     }
 }

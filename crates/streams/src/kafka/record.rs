@@ -1,8 +1,12 @@
-//! A consumed Kafka message as the [`Record`] processors (and the sink) read: the one place
-//! that says which of the message's fields a record carries.
+//! A consumed Kafka message — or a record of the in-process transport — as the [`Record`]
+//! processors (and the sink) read, and as the [`OwnedRecord`] a buffer or a dead letter keeps:
+//! the one place that says which fields a record carries.
 
-use rdkafka::message::Message;
+use std::sync::Arc;
 
+use rdkafka::message::{Message, OwnedHeaders};
+
+use crate::memory::StoredRecord;
 use crate::processor::Record;
 
 impl<'a> Record<'a> {
@@ -16,6 +20,67 @@ impl<'a> Record<'a> {
             timestamp: message.timestamp().to_millis(),
             key: message.key(),
             value: message.payload(),
+        }
+    }
+
+    /// The record `stored` at `topic`/`partition`/`offset` of the in-process transport (its
+    /// position is the poll's, see [`crate::Fetched::first_offset`]). Headers stay on `stored`.
+    pub fn from_stored(
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        stored: &'a StoredRecord,
+    ) -> Self {
+        Record {
+            topic,
+            partition,
+            offset,
+            timestamp: stored.timestamp,
+            key: stored.key.as_deref(),
+            value: Some(&stored.value),
+        }
+    }
+}
+
+/// A record copied out of the transport, headers included: what the partition group buffers
+/// and what the sink keeps for a dead letter once the message itself is gone.
+#[derive(Debug, Clone)]
+pub struct OwnedRecord {
+    /// Shared by the records of one topic: no allocation per record.
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// The record's own headers (a dead letter keeps them). `None` costs nothing for the
+    /// (usual) records without any.
+    pub headers: Option<OwnedHeaders>,
+}
+
+impl OwnedRecord {
+    /// Copies `record` (whose topic is `topic`) with its `headers`.
+    pub fn copy(record: &Record<'_>, topic: Arc<str>, headers: Option<OwnedHeaders>) -> Self {
+        Self {
+            topic,
+            partition: record.partition,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key.map(<[u8]>::to_vec),
+            value: record.value.map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// The record, borrowed from this copy.
+    pub fn record(&self) -> Record<'_> {
+        Record {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
         }
     }
 }
@@ -49,5 +114,13 @@ mod tests {
         let untimed =
             OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
         assert_eq!(Record::from_message(&untimed).timestamp, None);
+
+        let owned = OwnedRecord::copy(&record, "prices.raw".into(), None);
+        let again = owned.record();
+        assert_eq!(
+            (again.topic, again.partition, again.offset, again.timestamp),
+            ("prices.raw", 3, 41, Some(1_700_000_000_123))
+        );
+        assert_eq!((again.key, again.value), (Some(&b"k"[..]), Some(&b"v"[..])));
     }
 }

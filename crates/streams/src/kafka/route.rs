@@ -17,18 +17,17 @@ use rdkafka::TopicPartitionList;
 use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
 use tracing::debug;
 
 use super::StreamsError;
 use super::dead_letter::DeadLetter;
-use super::engine::Engine;
 use super::partition_group::EndOffsets;
-use super::produce::{ProducerCollector, count, send_polling};
+use super::produce::count;
+use super::thread::StreamThread;
 use crate::config::RepartitionPolicy;
 use crate::dlq_headers;
 use crate::partitioner::partition_for;
-use crate::processor::{Processor, Record, Rejection, TaskId};
+use crate::processor::{Processor, Record, Rejection};
 use crate::task::Outcome;
 
 /// A record's original headers: borrowed from the consumer, or owned by a buffered record.
@@ -179,7 +178,7 @@ impl<C: ConsumerContext> EndOffsets for FetchedEnds<'_, C> {
     }
 }
 
-impl<P: Processor> Engine<P> {
+impl<P: Processor> StreamThread<P> {
     /// Takes one polled record: the repartition topic's go to their task at once (their order
     /// was settled when they were forwarded); source records wait their turn in the group,
     /// unless nothing else could come first.
@@ -271,18 +270,22 @@ impl<P: Processor> Engine<P> {
             return Ok(false);
         }
         let mut key = std::mem::take(&mut self.key_buffer);
-        let keyed = self.task_for(record.partition)?.state_key(record, &mut key);
+        let keyed = self
+            .tasks
+            .task_for(record.partition)?
+            .state_key(record, &mut key);
         let in_place = keyed.is_ok() && self.in_place(record, &key);
         self.key_buffer = key;
         Ok(in_place)
     }
 
     fn in_place(&self, record: &Record<'_>, key: &[u8]) -> bool {
-        let tasks = self.topology.tasks;
+        let layout = self.tasks.layout();
+        let tasks = layout.tasks;
         self.config.repartition == Some(RepartitionPolicy::Auto)
             && record.key == Some(key)
             && partition_for(key, tasks) == record.partition
-            && self.topology.source_partitions.get(record.topic) == Some(&tasks)
+            && layout.source_partitions.get(record.topic) == Some(&tasks)
             && !self.in_flight.contains(key)
             && self.catch_up.done()
     }
@@ -297,20 +300,23 @@ impl<P: Processor> Engine<P> {
             return self.process_in_task(record, headers);
         }
         let mut key = std::mem::take(&mut self.key_buffer);
-        let keyed = self.task_for(record.partition)?.state_key(record, &mut key);
+        let keyed = self
+            .tasks
+            .task_for(record.partition)?
+            .state_key(record, &mut key);
         let result = match keyed {
             Err(rejection) => {
-                self.task_for(record.partition)?.advance(record);
+                self.tasks.task_for(record.partition)?.advance(record);
                 self.count_consumed(record.topic);
                 self.send_dead_letter(record, headers.into_owned(), &rejection);
                 Ok(())
             }
             Ok(()) => {
-                let target = partition_for(&key, self.topology.tasks);
+                let target = partition_for(&key, self.tasks.layout().tasks);
                 if self.in_place(record, &key) {
                     self.process_in_task(record, headers)
                 } else {
-                    self.task_for(record.partition)?.advance(record);
+                    self.tasks.task_for(record.partition)?.advance(record);
                     self.count_consumed(record.topic);
                     self.forward(record, headers.into_owned(), &key, target);
                     Ok(())
@@ -321,38 +327,14 @@ impl<P: Processor> Engine<P> {
         result
     }
 
-    fn task_for(
-        &mut self,
-        partition: i32,
-    ) -> Result<&mut crate::task::StreamTask<P>, StreamsError> {
-        let id = TaskId(partition);
-        if !self.tasks.contains_key(&id) {
-            // Assignment normally creates tasks; this covers a record racing the callback.
-            self.create_task(partition)?;
-        }
-        self.tasks.get_mut(&id).ok_or_else(|| {
-            StreamsError::Runtime(format!(
-                "no task for partition {partition} after creating it"
-            ))
-        })
-    }
-
     /// Runs one record through its task's processor; a rejection goes to the dead-letter topic.
     fn process_in_task(
         &mut self,
         record: &Record<'_>,
         headers: OriginalHeaders<'_>,
     ) -> Result<(), StreamsError> {
-        self.task_for(record.partition)?;
-        let Some(task) = self.tasks.get_mut(&TaskId(record.partition)) else {
-            return Ok(());
-        };
-        let mut collector = ProducerCollector {
-            producer: &self.producer,
-            failure: &mut self.send_failure,
-            produced: &mut self.produced,
-        };
-        let outcome = task.process(record, &mut collector)?;
+        let task = self.tasks.task_for(record.partition)?;
+        let outcome = task.process(record, &mut self.collector)?;
         if let Outcome::Rejected(rejection) = outcome {
             self.send_dead_letter(record, headers.into_owned(), &rejection);
         }
@@ -364,7 +346,7 @@ impl<P: Processor> Engine<P> {
         count(&mut self.consumed, topic, 1);
         self.uncommitted += 1;
         if self.uncommitted.is_multiple_of(1024) {
-            self.producer.poll(Duration::ZERO); // serve delivery reports as we go
+            self.collector.poll(); // serve delivery reports as we go
         }
     }
 
@@ -376,35 +358,25 @@ impl<P: Processor> Engine<P> {
         key: &[u8],
         target: i32,
     ) {
-        let mut forwarded = BaseRecord::<[u8], [u8]>::to(&self.repartition_topic)
-            .partition(target)
-            .key(key);
-        if let Some(value) = record.value {
-            forwarded = forwarded.payload(value);
-        }
-        if let Some(timestamp) = record.timestamp {
-            forwarded = forwarded.timestamp(timestamp);
-        }
-        if let Some(headers) = headers {
-            forwarded = forwarded.headers(headers);
-        }
-        match send_polling(&self.producer, forwarded) {
-            Ok(()) => {
-                count(&mut self.produced, &self.repartition_topic, 1);
-                self.metrics.repartitioned_records.inc();
-                // Tracked only where this instance reads it back (else it never returns here).
-                if self.repartition_owned.contains(&target) {
-                    self.in_flight.forwarded(key);
-                }
-            }
-            Err(error) => {
-                self.send_failure.get_or_insert(error);
+        let sent = self.collector.send_to_partition(
+            &self.repartition_topic,
+            target,
+            key,
+            record.value,
+            record.timestamp,
+            headers,
+        );
+        if sent {
+            self.metrics.repartitioned_records.inc();
+            // Tracked only where this instance reads it back (else it never returns here).
+            if self.repartition_owned.contains(&target) {
+                self.in_flight.forwarded(key);
             }
         }
     }
 }
 
-impl<P: Processor> Engine<P> {
+impl<P: Processor> StreamThread<P> {
     /// Sends a refused record to the dead-letter topic: its key, value and original headers,
     /// then the reason headers (`crate::dlq_headers`).
     pub(super) fn send_dead_letter(
@@ -415,13 +387,10 @@ impl<P: Processor> Engine<P> {
     ) {
         let reason = dlq_headers::for_rejection(record, rejection, &self.config.application_id);
         let letter = DeadLetter::new(record.key, record.value, original, &reason);
-        if let Err(error) = self.dead_letters.enqueue(&self.producer, letter) {
-            self.send_failure.get_or_insert(error);
-        }
+        self.collector.send_dead_letter(letter);
         self.metrics
             .dead_letter_records
             .with_label_values(&[record.topic, rejection.code.as_ref()])
             .inc();
-        count(&mut self.produced, &self.config.dead_letter_topic, 1);
     }
 }

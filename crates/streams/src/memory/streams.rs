@@ -1,8 +1,9 @@
-//! A streams application over the in-process transport: the same [`StreamTask`]s as on Kafka,
-//! one per partition number, reading as the reader group `application_id` and committing state,
-//! outputs and input offsets together every commit interval.
+//! A streams application over the in-process transport: the same tasks as on Kafka, handled
+//! the same way ([`Tasks`]: process through them, `prepare_commit` → make the batch durable →
+//! `post_commit`), one per partition number, reading as the reader group `application_id` and
+//! committing state, outputs and input offsets together every commit interval.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::dlq_headers;
 use crate::processor::{Collector, Processor, Record, TaskId};
 use crate::shutdown::Shutdown;
 use crate::store::{KeyValueStore, StateDir};
-use crate::task::{Outcome, StreamTask};
+use crate::task::{Outcome, Tasks};
 
 /// Outputs of the records processed since the last commit, held back until it.
 #[derive(Default)]
@@ -54,7 +55,7 @@ pub struct InMemoryStreams<P: Processor> {
     dead_letter_topic: String,
     commit_interval: Duration,
     max_uncommitted_records: usize,
-    tasks: BTreeMap<TaskId, StreamTask<P>>,
+    tasks: Tasks<P>,
     pending: PendingOutputs,
     uncommitted: usize,
     last_commit: Instant,
@@ -90,7 +91,7 @@ impl<P: Processor> InMemoryStreams<P> {
         {
             broker.create_topic(topic, partitions);
         }
-        let mut tasks = BTreeMap::new();
+        let mut tasks = Tasks::default();
         for partition in 0..partitions as i32 {
             let id = TaskId(partition);
             let store = match state {
@@ -99,7 +100,7 @@ impl<P: Processor> InMemoryStreams<P> {
                 }
                 None => KeyValueStore::in_memory(&config.store_name),
             };
-            tasks.insert(id, StreamTask::new(id, factory(id), store));
+            tasks.create(id, factory(id), store);
         }
         Ok(Self {
             broker,
@@ -175,7 +176,7 @@ impl<P: Processor> InMemoryStreams<P> {
     /// Polls every task's inputs once and processes what came; outputs wait in `pending`.
     fn process_available(&mut self) -> Result<usize, MemoryError> {
         let mut processed = 0;
-        for task in self.tasks.values_mut() {
+        for task in self.tasks.iter_mut() {
             let partition = task.id().0;
             for topic in &self.source_topics {
                 if self.ended.contains(&(topic.clone(), partition)) {
@@ -188,14 +189,8 @@ impl<P: Processor> InMemoryStreams<P> {
                     self.ended.insert((topic.clone(), partition));
                 }
                 for (i, stored) in fetched.records.iter().enumerate() {
-                    let record = Record {
-                        topic,
-                        partition,
-                        offset: fetched.first_offset + i as i64,
-                        timestamp: stored.timestamp,
-                        key: stored.key.as_deref(),
-                        value: Some(&stored.value),
-                    };
+                    let offset = fetched.first_offset + i as i64;
+                    let record = Record::from_stored(topic, partition, offset, stored);
                     if let Outcome::Rejected(rejection) =
                         task.process(&record, &mut self.pending)?
                     {
@@ -205,16 +200,7 @@ impl<P: Processor> InMemoryStreams<P> {
                             .by_topic
                             .entry(self.dead_letter_topic.clone())
                             .or_default()
-                            .push(StoredRecord {
-                                // The original headers first, then the reason (as on Kafka).
-                                headers: stored
-                                    .headers
-                                    .iter()
-                                    .cloned()
-                                    .chain(headers.map(|(name, value)| (name.to_owned(), value)))
-                                    .collect(),
-                                ..stored.clone()
-                            });
+                            .push(stored.dead_letter(headers));
                     }
                 }
                 processed += fetched.records.len();
@@ -227,20 +213,16 @@ impl<P: Processor> InMemoryStreams<P> {
     /// State first (it only ever holds what the outputs reflect), then outputs (waiting for
     /// room downstream: back-pressure), then input positions, which releases the inputs.
     fn commit(&mut self) -> Result<(), MemoryError> {
-        for task in self.tasks.values_mut() {
-            let changes = task.store().dirty_changes();
-            task.store_mut().commit(&changes, None)?;
-            task.committed();
-        }
+        let staged = self.tasks.prepare_commit();
+        // No changelog here: sled's checkpoint stays unset (the state dir is the only copy).
+        self.tasks.post_commit(&staged, &HashMap::new())?;
         for (topic, records) in std::mem::take(&mut self.pending.by_topic) {
             self.broker.create_topic(&topic, self.tasks.len());
             self.broker.produce(&topic, records)?;
         }
-        for task in self.tasks.values() {
-            for (topic, position) in task.positions() {
-                self.broker
-                    .commit(&self.application_id, topic, task.id().0, *position)?;
-            }
+        for (topic, partition, position) in self.tasks.positions() {
+            self.broker
+                .commit(&self.application_id, topic, partition, position)?;
         }
         self.uncommitted = 0;
         self.last_commit = Instant::now();

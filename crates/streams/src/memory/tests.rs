@@ -268,3 +268,33 @@ fn a_producer_held_back_by_a_reader_that_left_gets_an_error() {
     );
     assert_eq!(broker.usage("t").expect("t"), TopicUsage::default());
 }
+
+#[tokio::test]
+async fn an_async_reader_wakes_on_an_append_or_a_close_and_not_before() {
+    let broker = InMemoryBroker::new();
+    broker.create_topic("t", 1);
+    broker.subscribe("g", "t").expect("subscribe");
+    let seen = broker.generation();
+    let idle = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        broker.changed_since(seen),
+    );
+    assert!(idle.await.is_err(), "nothing new: the reader keeps waiting");
+
+    let waiter = {
+        let broker = std::sync::Arc::clone(&broker);
+        tokio::spawn(async move { broker.changed_since(seen).await })
+    };
+    broker
+        .produce("t", vec![record(Some("k"), "v")])
+        .expect("produce");
+    waiter.await.expect("woken by the append");
+
+    let seen = broker.generation();
+    let waiter = {
+        let broker = std::sync::Arc::clone(&broker);
+        tokio::spawn(async move { broker.changed_since(seen).await })
+    };
+    broker.close("t");
+    waiter.await.expect("woken by the close");
+}
