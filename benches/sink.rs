@@ -13,7 +13,7 @@
 //! records, needing no service.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use mongodb::bson::{Document, doc};
@@ -83,10 +83,7 @@ fn documents(topology: &Topology, payloads: &[Vec<u8>]) -> Vec<SinkDocument> {
 }
 
 fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos = tickstream_model::clock::since_epoch().as_nanos();
     format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 

@@ -50,8 +50,10 @@ enum Command {
 }
 
 /// From a request to stop (a signal, the `q` key, a failed stage) to the process's exit, at
-/// most this long: beyond the sink's 30 s shutdown grace, within compose's 40 s
-/// `stop_grace_period` (after which Docker kills).
+/// most this long: within compose's 40 s `stop_grace_period` (after which Docker kills), and
+/// beyond the sink's 30 s shutdown grace for its last batch. A sink that meets a MongoDB and a
+/// Kafka outage at once while stopping may need longer (its dead letters have a grace of their
+/// own): it is cut off here, exit 3, its batch uncommitted and read again on restart.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(35);
 /// What the runtime's own shutdown waits for blocking threads (a commit in progress) after the
 /// command returned or the deadline passed.
@@ -65,6 +67,7 @@ mod exit {
     /// outage longer than `processing.give_up_after`, a record that cannot be dead-lettered.
     pub const FAILED: u8 = 1;
     // 2: a usage error, from clap (unknown option, missing value).
+    // 101: a panic, that is a bug: Rust's own exit code for it, documented, not remapped.
     /// It did not stop within the shutdown deadline after being asked to: what it had not
     /// committed is redone on the next start.
     pub const DEADLINE: u8 = 3;
@@ -85,9 +88,6 @@ fn main() -> ExitCode {
     };
     let shutdown = Shutdown::new();
     let outcome = runtime.block_on(async {
-        shutdown
-            .request_on_signals()
-            .context("installing the SIGTERM/SIGINT handlers")?;
         let command = std::pin::pin!(run_command(cli.command, shutdown.clone()));
         tokio::select! {
             result = command => result.map(|()| true),
@@ -121,6 +121,16 @@ async fn deadline_after(shutdown: &Shutdown) {
 }
 
 async fn run_command(command: Command, shutdown: Shutdown) -> anyhow::Result<()> {
+    // The long-running commands stop in order on a signal; `query` and `topics` keep the
+    // default: a signal ends them at once (they have nothing to commit).
+    if matches!(
+        command,
+        Command::Ingest(_) | Command::Enrich(_) | Command::Sink(_) | Command::Run(_)
+    ) {
+        shutdown
+            .request_on_signals()
+            .context("installing the SIGTERM/SIGINT handlers")?;
+    }
     match command {
         Command::Ingest(args) => ingest::main(args, shutdown).await,
         Command::Enrich(args) => enrich::main(args, shutdown).await,

@@ -188,13 +188,13 @@ async fn run(
     .context("opening the outputs")?;
 
     let keyboard = capture_keyboard(interactive, &shutdown);
-    // A stage that fails requests shutdown: the others stop in the documented order.
     let enrich_thread = {
         let shutdown = shutdown.clone();
         tokio::task::spawn_blocking(move || {
+            let failing = StopOthersOnFailure::arm(&shutdown);
             let result = streams.run(&shutdown);
-            if result.is_err() {
-                shutdown.request();
+            if result.is_ok() {
+                failing.disarm();
             }
             result
         })
@@ -202,9 +202,10 @@ async fn run(
     let output_task = {
         let (broker, view, shutdown) = (Arc::clone(&broker), Arc::clone(&view), shutdown.clone());
         tokio::spawn(async move {
+            let failing = StopOthersOnFailure::arm(&shutdown);
             let result = output.follow(broker, view, shutdown.clone()).await;
-            if result.is_err() {
-                shutdown.request();
+            if result.is_ok() {
+                failing.disarm();
             }
             result
         })
@@ -231,6 +232,29 @@ async fn run(
     check_outcomes(stopped, source_result, enrich_result, output_result)?;
     println!("stopped; results are in {}", args.data_dir.display());
     Ok(())
+}
+
+/// Requests shutdown when dropped, unless disarmed: a stage that fails — with an error, or a
+/// panic that unwinds through it — stops the others, in the documented order.
+struct StopOthersOnFailure(Option<Shutdown>);
+
+impl StopOthersOnFailure {
+    fn arm(shutdown: &Shutdown) -> Self {
+        Self(Some(shutdown.clone()))
+    }
+
+    /// The stage ended well: nothing to stop.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopOthersOnFailure {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.0.take() {
+            shutdown.request();
+        }
+    }
 }
 
 type Joined<T, E> = Result<Result<T, E>, tokio::task::JoinError>;

@@ -114,7 +114,7 @@ fn router(endpoints: Endpoints) -> Router {
 
 /// Binds `address` (failing at once with the address in the error if it is taken) and returns
 /// the bound address and the server future, which runs until `shutdown` completes and then at
-/// most [`SHUTDOWN_GRACE`] longer.
+/// most `SHUTDOWN_GRACE` (1 s) longer.
 pub async fn bind(
     address: SocketAddr,
     endpoints: Endpoints,

@@ -14,8 +14,8 @@ use crate::shutdown::Shutdown;
 
 /// Runs `streams` until `shutdown` is requested (or it fails), serving `/metrics`, `/healthz`,
 /// `/readyz` on `http` (when given) meanwhile. Returns once the instance committed and closed
-/// its tasks. A failing instance requests `shutdown` itself, so the rest of the process stops
-/// with it.
+/// its tasks. An instance that stops for a reason of its own (an error, even a panic) requests
+/// `shutdown` itself, so the endpoints and the rest of the process stop with it.
 pub async fn run_until_shutdown<P: Processor + 'static>(
     streams: KafkaStreams<P>,
     http: Option<SocketAddr>,
@@ -33,13 +33,10 @@ pub async fn run_until_shutdown<P: Processor + 'static>(
         None => None,
     };
     let token = shutdown.clone();
-    let worker = tokio::task::spawn_blocking(move || {
-        let outcome = streams.run(&token);
-        // Stopped for a reason of its own: the endpoints (and the process) stop too.
-        token.request();
-        outcome
-    });
+    let worker = tokio::task::spawn_blocking(move || streams.run(&token));
     let joined = worker.await;
+    // Requested here, not in the thread: a panic there must stop the endpoints too.
+    shutdown.request();
     if let Some(server) = server {
         let _ = server.await;
     }

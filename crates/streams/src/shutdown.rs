@@ -7,10 +7,11 @@
 //!   await [`Shutdown::requested`]; blocking loops check [`Shutdown::is_requested`] between
 //!   records and at least every poll interval.
 //! * **One order.** Every loop stops in the same four steps, and says so in its log:
-//!   1. *stop sources*: no new input is taken (ingest stops fetching, enrich and the sink stop
-//!      polling their topics);
+//!   1. *stop sources*: no new input is taken (ingest stops fetching, enrich and the Kafka sink
+//!      stop polling their topics);
 //!   2. *drain*: what was already taken is finished (ingest flushes its producer, the sink
-//!      writes its in-flight batch, enrich finishes the record in hand);
+//!      writes its in-flight batch, enrich finishes the record in hand; in-process, the sink
+//!      reads its inputs to their end, which enrich closes once it committed);
 //!   3. *commit*: offsets, outputs and state of what was processed become durable together;
 //!   4. *close*: tasks and stores are closed and the clients leave their groups.
 //! * **One deadline.** `main` allows the loops a fixed time from the request to return (the

@@ -37,6 +37,23 @@ impl Collector for PendingOutputs {
     }
 }
 
+/// What ends an in-process application, however it ends: its outputs are closed (their
+/// readers see the end) and it leaves its group (producers upstream stop waiting for it).
+struct CloseAndLeave {
+    broker: Arc<InMemoryBroker>,
+    outputs: Vec<String>,
+    group: String,
+}
+
+impl Drop for CloseAndLeave {
+    fn drop(&mut self) {
+        for topic in &self.outputs {
+            self.broker.close(topic);
+        }
+        self.broker.leave(&self.group);
+    }
+}
+
 /// Records polled per partition per turn.
 const BATCH: usize = 1024;
 /// The longest an idle loop sleeps before looking at its stop flag again.
@@ -137,12 +154,18 @@ impl<P: Processor> InMemoryStreams<P> {
     /// readers see their end) and leaves the group — also after an error, so that neither
     /// producers upstream nor readers downstream wait for it.
     pub fn run(&mut self, stop: &Shutdown) -> Result<(), MemoryError> {
-        let result = self.run_until_end(stop);
-        for topic in self.output_topics.iter().chain([&self.dead_letter_topic]) {
-            self.broker.close(topic);
-        }
-        self.broker.leave(&self.application_id);
-        result
+        // On drop, so that a panic in a processor ends the readers downstream too.
+        let _finish = CloseAndLeave {
+            broker: Arc::clone(&self.broker),
+            outputs: self
+                .output_topics
+                .iter()
+                .chain([&self.dead_letter_topic])
+                .cloned()
+                .collect(),
+            group: self.application_id.clone(),
+        };
+        self.run_until_end(stop)
     }
 
     fn run_until_end(&mut self, stop: &Shutdown) -> Result<(), MemoryError> {
