@@ -21,9 +21,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tickstream_model::Topology;
-use tickstream_streams::{Health, InMemoryBroker, MemoryError, Record, Shutdown, StoredRecord};
+use tickstream_streams::{
+    Health, InMemoryBroker, MemoryError, OwnedRecord, Record, Shutdown, StoredRecord,
+};
 
 use crate::availability::Availability;
 use crate::batch::{Batch, DeadLetter, PartitionKey};
@@ -187,7 +188,7 @@ impl<O: RecordObserver> InProcessInput<O> {
                 if followed.mapped {
                     let offset = fetched.first_offset + i as i64;
                     let record = Record::from_stored(topic, partition, offset, stored);
-                    batch.push(mapper, &record, owned_headers(&stored.headers));
+                    batch.push(mapper, &record, OwnedRecord::headers_of(stored));
                 }
             }
             if !followed.mapped && !fetched.records.is_empty() {
@@ -275,35 +276,13 @@ impl<O: RecordObserver> SinkInput for InProcessInput<O> {
     }
 }
 
-/// The record's own headers as the sink keeps them for a dead letter; `None` for none.
-fn owned_headers(headers: &[(String, String)]) -> Option<OwnedHeaders> {
-    if headers.is_empty() {
-        return None;
-    }
-    let owned = OwnedHeaders::new_with_capacity(headers.len());
-    Some(headers.iter().fold(owned, |owned, (key, value)| {
-        owned.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        })
-    }))
-}
-
 /// `letter` as the in-process transport stores it: the record unchanged, its own headers, then
 /// the reason.
 fn stored_letter(letter: &DeadLetter, application: &str) -> StoredRecord {
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let record = &letter.record;
-    let own = record.headers.iter().flat_map(|headers| headers.iter());
-    let original = StoredRecord {
-        key: record.key.clone(),
-        value: record.value.clone().unwrap_or_default(),
-        timestamp: record.timestamp,
-        headers: own
-            .map(|h| (h.key.to_owned(), h.value.map(text).unwrap_or_default()))
-            .collect(),
-    };
-    original.dead_letter(letter.reason(application))
+    letter
+        .record
+        .to_stored()
+        .dead_letter(letter.reason(application))
 }
 
 #[cfg(test)]
@@ -311,8 +290,6 @@ mod tests {
     use tickstream_streams::dlq_headers;
 
     use super::*;
-    use tickstream_streams::OwnedRecord;
-
     use crate::batch::DeadLetter;
     use crate::pipeline::MONGODB_REJECTED;
 
@@ -331,7 +308,7 @@ mod tests {
             timestamp: original.timestamp,
             key: original.key.clone(),
             value: Some(original.value.clone()),
-            headers: owned_headers(&original.headers),
+            headers: OwnedRecord::headers_of(&original),
         };
         let letter = DeadLetter::refused(&origin, "document too large");
         let stored = stored_letter(&letter, "app-sink");
@@ -354,6 +331,13 @@ mod tests {
             reason,
             "the reason, after the record's own"
         );
-        assert!(owned_headers(&[]).is_none(), "no headers cost nothing");
+        let headerless = StoredRecord {
+            headers: Vec::new(),
+            ..original.clone()
+        };
+        assert!(
+            OwnedRecord::headers_of(&headerless).is_none(),
+            "no headers cost nothing"
+        );
     }
 }

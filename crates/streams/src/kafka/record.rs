@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
 use crate::memory::StoredRecord;
 use crate::processor::Record;
@@ -69,6 +69,38 @@ impl OwnedRecord {
             key: record.key.map(<[u8]>::to_vec),
             value: record.value.map(<[u8]>::to_vec),
             headers,
+        }
+    }
+
+    /// The in-process transport's headers (text) as a Kafka record carries them; `None` for
+    /// none, which costs nothing.
+    pub fn headers_of(stored: &StoredRecord) -> Option<OwnedHeaders> {
+        if stored.headers.is_empty() {
+            return None;
+        }
+        let owned = OwnedHeaders::new_with_capacity(stored.headers.len());
+        Some(stored.headers.iter().fold(owned, |owned, (key, value)| {
+            owned.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        }))
+    }
+
+    /// This record as the in-process transport stores it: headers as text, a missing value
+    /// as an empty one.
+    pub fn to_stored(&self) -> StoredRecord {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        StoredRecord {
+            key: self.key.clone(),
+            value: self.value.clone().unwrap_or_default(),
+            timestamp: self.timestamp,
+            headers: self
+                .headers
+                .iter()
+                .flat_map(|headers| headers.iter())
+                .map(|h| (h.key.to_owned(), h.value.map(text).unwrap_or_default()))
+                .collect(),
         }
     }
 
