@@ -58,6 +58,7 @@ mod processor;
 mod runner;
 mod shutdown;
 mod store;
+mod stream_loop;
 mod task;
 
 pub use client_log::{

@@ -44,11 +44,6 @@ impl<P: Processor> StreamThread<P> {
         self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnce
     }
 
-    pub(crate) fn commit_due(&self) -> bool {
-        self.uncommitted >= self.config.max_uncommitted_records
-            || (self.last_commit.elapsed() >= self.config.commit_interval)
-    }
-
     /// The commit path. Exactly-once:
     ///
     /// 1. every task's dirty state goes to its changelog partition (inside the transaction);
@@ -67,7 +62,6 @@ impl<P: Processor> StreamThread<P> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), StreamsError> {
-        self.last_commit = Instant::now();
         if !self.tasks.commit_needed() && !self.collector.has_send_error() {
             return Ok(());
         }
@@ -93,13 +87,9 @@ impl<P: Processor> StreamThread<P> {
                 ));
             }
         }
-        self.uncommitted = 0;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        // The interval runs from the end of a commit: a slow commit must not make the next one
-        // due after a single record.
-        self.last_commit = Instant::now();
         Ok(())
     }
 

@@ -2,9 +2,11 @@
 //! group, runs a task per assigned partition and commits exactly-once (or at-least-once).
 //!
 //! In Kafka Streams' shape: [`KafkaStreams`] (here) builds the clients and runs the stream
-//! thread's loop (`process_until`); the loop's shared state and the rebalance callbacks are in
-//! `thread.rs`, the tasks in `task_manager.rs`, every send in `record_collector.rs`, the
-//! record path in `route.rs` (with `partition_group.rs`) and the commit path in `commit.rs`.
+//! thread's loop (`crate::stream_loop`, the same loop as in process) over the Kafka transport
+//! (`transport.rs`: one poll per turn, the outage probe); the loop's shared state and the
+//! rebalance callbacks are in `thread.rs`, the tasks in `task_manager.rs`, every send in
+//! `record_collector.rs`, the record path in `route.rs` (with `partition_group.rs`) and the
+//! commit path in `commit.rs`.
 
 mod admin;
 pub(crate) mod client;
@@ -20,18 +22,19 @@ mod restore;
 mod route;
 mod task_manager;
 mod thread;
+mod transport;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
-use tracing::{debug, info};
+use tracing::info;
 
 pub use admin::{ExistingTopic, TopicRole, TopicSpec, TopicState, create_topics, describe_topics};
 use dead_letter::DeadLetterWriter;
@@ -41,6 +44,7 @@ use restore::RestoreContext;
 pub use task_manager::ProcessorFactory;
 use task_manager::TaskManager;
 use thread::{StreamThread, StreamsContext};
+use transport::KafkaTransport;
 
 use crate::client_log::ClientLog;
 use crate::config::{ConfigError, ProcessingGuarantee, StreamsConfig};
@@ -48,6 +52,7 @@ use crate::metrics::{Health, StreamsMetrics};
 use crate::processor::Processor;
 use crate::shutdown::Shutdown;
 use crate::store::{StateDir, StoreError};
+use crate::stream_loop::StreamLoop;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamsError {
@@ -147,8 +152,9 @@ impl<P: Processor + 'static> KafkaStreams<P> {
         Arc::clone(&self.health)
     }
 
-    /// Runs until `shutdown` is requested, then commits, closes its tasks and returns `Ok`
-    /// (stop polling → commit → close tasks → leave the group: the order of [`Shutdown`]).
+    /// Runs the stream loop (`crate::stream_loop`) until `shutdown` is requested, then
+    /// commits, closes its tasks and returns `Ok` (stop polling → commit → close tasks →
+    /// leave the group: the order of [`Shutdown`]).
     /// Blocking: call it from a dedicated thread (`tokio::task::spawn_blocking`).
     pub fn run(self, shutdown: &Shutdown) -> Result<(), StreamsError> {
         let config = self.config;
@@ -223,24 +229,27 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             .subscribe(&topics)
             .map_err(|e| StreamsError::kafka("subscribing", e))?;
 
-        let result = process_until(&consumer, shutdown, &self.metrics, &self.health, &config);
-        close_and_leave(consumer, result)
+        let result = {
+            let mut transport = KafkaTransport::new(&consumer, &self.metrics, &self.health);
+            StreamLoop::new(&config, shutdown, &self.health).run(&mut transport)
+        };
+        close_and_leave(consumer, result.map(drop))
     }
 }
 
-/// After the loop: the closing commit (after a clean stop only), the tasks closed, and the
+/// After the loop (which made the last commit after a clean stop): the tasks closed, and the
 /// group left — unless the broker is gone. Returns the loop's error, else the closing one.
 fn close_and_leave<P: Processor>(
     consumer: BaseConsumer<StreamsContext<P>>,
     result: Result<(), StreamsError>,
 ) -> Result<(), StreamsError> {
-    // Commit only after a clean stop. After a failure the batch may be half done (the
-    // failing record's position already advanced): committing it could skip that record.
+    // The loop commits only after a clean stop. After a failure the batch may be half done
+    // (the failing record's position already advanced): committing it could skip that record.
     // Instead the tasks are closed dirty (so the revocation that leaving the group triggers has
     // nothing to commit either), the open transaction is left to abort (the broker's
     // timeout, or fencing by this instance's next start) and sled never sees the batch.
     let closed = match &result {
-        Ok(()) => consumer.context().thread().close_clean(&consumer),
+        Ok(()) => consumer.context().thread().close_clean(),
         Err(_) => {
             consumer.context().thread().close_dirty();
             Ok(())
@@ -260,67 +269,6 @@ fn close_and_leave<P: Processor>(
     consumer.unsubscribe();
     drop(consumer);
     result.and(closed)
-}
-
-/// How long one poll waits for a record: also how soon a requested shutdown is seen.
-const POLL_TIMEOUT: Duration = Duration::from_millis(20);
-
-/// The stream thread's loop (Kafka Streams' `StreamThread.runOnce`, in the shape of
-/// rust-rdkafka's `examples/transactions.rs`): poll → process → punctuate → commit when due
-/// (`commit.rs`: changelog → offsets to the transaction → commit → begin; on failure abort →
-/// rewind); until `shutdown`. The closing commit is the caller's.
-fn process_until<P: Processor>(
-    consumer: &BaseConsumer<StreamsContext<P>>,
-    shutdown: &Shutdown,
-    metrics: &StreamsMetrics,
-    health: &Health,
-    config: &StreamsConfig,
-) -> Result<(), StreamsError> {
-    let mut last_probe = Instant::now();
-    while !shutdown.is_requested() {
-        health.heartbeat();
-        // Rebalance callbacks run inside poll and take the thread's lock: not held here.
-        let polled = consumer.poll(POLL_TIMEOUT);
-        let mut thread = consumer.context().thread();
-        thread.take_rebalance_error()?;
-        match polled {
-            Some(Ok(message)) => {
-                let started = Instant::now();
-                thread.on_message(consumer, &message)?;
-                metrics
-                    .process_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            None => thread.drain(consumer, true)?,
-            Some(Err(error)) if is_unreachable(&error) => {
-                health.set_ready(false);
-                thread.outage.failed("consuming", &error)?;
-            }
-            Some(Err(error)) => debug!(%error, "consumer error (librdkafka retries)"),
-        }
-        thread.punctuate_wall_clock(tickstream_model::clock::now_ms())?;
-        if thread.commit_due() {
-            thread.commit(consumer)?;
-        }
-        // An idle instance learns that the broker is back from a metadata round trip.
-        if thread.outage.is_on() && last_probe.elapsed() >= Duration::from_secs(1) {
-            last_probe = Instant::now();
-            match consumer.fetch_metadata(None, Duration::from_millis(500)) {
-                Ok(_) => {
-                    if thread.outage.probe_answered() {
-                        health.set_ready(true);
-                    }
-                }
-                Err(error) => thread.outage.failed(
-                    &format!("reaching the brokers at {}", config.bootstrap_servers),
-                    &error,
-                )?,
-            }
-        }
-    }
-    info!("shutdown requested: committing and closing tasks");
-    Ok(())
 }
 
 /// Consumer errors that mean the broker cannot be reached (librdkafka reconnects by itself).

@@ -344,8 +344,8 @@ impl<P: Processor> StreamThread<P> {
 
     fn count_consumed(&mut self, topic: &str) {
         count(&mut self.consumed, topic, 1);
-        self.uncommitted += 1;
-        if self.uncommitted.is_multiple_of(1024) {
+        self.records_taken += 1;
+        if self.records_taken.is_multiple_of(1024) {
             self.collector.poll(); // serve delivery reports as we go
         }
     }

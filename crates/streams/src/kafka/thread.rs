@@ -1,6 +1,6 @@
 //! The state of the stream thread (Kafka Streams' `StreamThread`) — what the processing loop
-//! (`process_until` in `mod.rs`) and the consumer's rebalance callbacks share — and the
-//! callbacks themselves. Who does what:
+//! (`crate::stream_loop`, through the Kafka transport of `transport.rs`) and the consumer's
+//! rebalance callbacks share — and the callbacks themselves. Who does what:
 //!
 //! - [`TaskManager`] (`task_manager.rs`): assignment, revocation, the tasks, their creation,
 //!   restoration and closing;
@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -67,11 +66,11 @@ pub(crate) struct StreamThread<P: Processor> {
     pub(super) catch_up: CatchUp,
     /// Records consumed since the last commit, per topic.
     pub(super) consumed: HashMap<String, u64>,
+    /// Records taken (processed, forwarded or dead-lettered) since the start, never reset:
+    /// the loop's commit-due rule counts a turn's as the difference.
+    pub(super) records_taken: u64,
 
     // The commit path's (`commit.rs`).
-    /// Records processed since the last commit.
-    pub(super) uncommitted: usize,
-    pub(super) last_commit: Instant,
     /// Since when commits have failed (the broker unreachable, most likely).
     pub(super) outage: Outage,
     /// Deletes processed records from the repartition topic now and then.
@@ -99,8 +98,7 @@ impl<P: Processor> StreamThread<P> {
             repartition_owned: Vec::new(),
             catch_up: CatchUp::default(),
             consumed: HashMap::new(),
-            uncommitted: 0,
-            last_commit: Instant::now(),
+            records_taken: 0,
             outage: Outage::new(config.give_up_after),
             purge,
             rebalance_error: None,
@@ -115,6 +113,10 @@ impl<P: Processor> StreamThread<P> {
     /// An error a rebalance callback raised since the last call: the loop stops with it.
     pub(crate) fn take_rebalance_error(&mut self) -> Result<(), StreamsError> {
         self.rebalance_error.take().map_or(Ok(()), Err)
+    }
+
+    pub(crate) fn records_taken(&self) -> u64 {
+        self.records_taken
     }
 
     pub(crate) fn punctuate_wall_clock(&mut self, now_ms: i64) -> Result<(), StreamsError> {
@@ -197,21 +199,13 @@ impl<P: Processor> StreamThread<P> {
         self.health.set_ready(false);
     }
 
-    /// Clean shutdown: a last commit, then every task closed and local state made durable.
-    pub(crate) fn close_clean<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<(), StreamsError> {
-        if self.outage.is_on() {
-            // A commit now would wait out the outage; the batch is redone from the last
-            // commit by whichever instance owns the partitions next.
-            self.close_dirty();
-            return self.tasks.close_clean().map_err(Into::into);
-        }
-        self.commit(consumer)?;
+    /// Clean shutdown, after the loop's last commit (or without it during an outage: the
+    /// batch is then redone from the last commit by whichever instance owns the partitions
+    /// next): every task closed, buffered records dropped, local state made durable.
+    pub(crate) fn close_clean(&mut self) -> Result<(), StreamsError> {
+        self.group.clear();
         self.health.set_ready(false);
-        self.tasks.close_clean()?;
-        Ok(())
+        self.tasks.close_clean().map_err(Into::into)
     }
 
     pub(crate) fn outage_is_on(&self) -> bool {

@@ -1,20 +1,30 @@
 //! A streams application over the in-process transport: the same tasks as on Kafka, handled
 //! the same way ([`Tasks`]: process through them, `prepare_commit` → make the batch durable →
 //! `post_commit`), one per partition number, reading as the reader group `application_id` and
-//! committing state, outputs and input offsets together every commit interval.
+//! committing state, outputs and input offsets together every commit interval — by the same
+//! loop as on Kafka (`crate::stream_loop`), over this transport:
+//!
+//! - **poll → process**: every task's inputs are polled once (up to `BATCH` records per
+//!   partition) and what came is processed, its outputs held back in `PendingOutputs`; with
+//!   nothing there, the poll waits for the broker to change ([`InMemoryBroker::wait_for_change`],
+//!   at most `IDLE_WAIT`, so a stop request is seen);
+//! - **end of input**: once every input partition is closed and read to its end;
+//! - **commit**: state, then the outputs (waiting for room downstream: back-pressure), then
+//!   the input positions, which releases the inputs. Nothing is aborted here: a failure is an
+//!   error of the whole run (its state dir is the run's own).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tracing::info;
+use std::time::Duration;
 
 use super::{InMemoryBroker, MemoryError, StoredRecord};
 use crate::config::StreamsConfig;
 use crate::dlq_headers;
+use crate::metrics::Health;
 use crate::processor::{Collector, Processor, Record, TaskId};
 use crate::shutdown::Shutdown;
 use crate::store::{KeyValueStore, StateDir};
+use crate::stream_loop::{Polled, StreamLoop, StreamsTransport};
 use crate::task::{Outcome, Tasks};
 
 /// Outputs of the records processed since the last commit, held back until it.
@@ -64,18 +74,14 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// record, so a key's records already share a partition.
 pub struct InMemoryStreams<P: Processor> {
     broker: Arc<InMemoryBroker>,
-    /// The reader group, as on Kafka.
-    application_id: String,
-    source_topics: Vec<String>,
-    /// Closed when this application finishes, so its readers see the end of their input.
-    output_topics: Vec<String>,
-    dead_letter_topic: String,
-    commit_interval: Duration,
-    max_uncommitted_records: usize,
+    /// Its `application_id` is the reader group, as on Kafka; `output_topics` and the
+    /// dead-letter topic are closed when this application finishes, so their readers see the
+    /// end of their input; the loop takes the commit interval and max uncommitted records.
+    config: StreamsConfig,
+    /// The loop's heartbeat: nobody serves it in process, but the loop is the same.
+    health: Arc<Health>,
     tasks: Tasks<P>,
     pending: PendingOutputs,
-    uncommitted: usize,
-    last_commit: Instant,
     /// `(topic, partition)`s read to the end of their closed topic.
     ended: BTreeSet<(String, i32)>,
 }
@@ -121,23 +127,17 @@ impl<P: Processor> InMemoryStreams<P> {
         }
         Ok(Self {
             broker,
-            application_id: config.application_id.clone(),
-            source_topics: config.source_topics.clone(),
-            output_topics: config.output_topics.clone(),
-            dead_letter_topic: config.dead_letter_topic.clone(),
-            commit_interval: config.commit_interval,
-            max_uncommitted_records: config.max_uncommitted_records.max(1),
+            config: config.clone(),
+            health: Arc::default(),
             tasks,
             pending: PendingOutputs::default(),
-            uncommitted: 0,
-            last_commit: Instant::now(),
             ended: BTreeSet::new(),
         })
     }
 
     /// Where rejected records go: the configuration's `dead_letter_topic`.
     pub fn dead_letter_topic(&self) -> &str {
-        &self.dead_letter_topic
+        &self.config.dead_letter_topic
     }
 
     /// Processes what is available (up to a batch per partition) and commits it: outputs and
@@ -158,42 +158,22 @@ impl<P: Processor> InMemoryStreams<P> {
         let _finish = CloseAndLeave {
             broker: Arc::clone(&self.broker),
             outputs: self
+                .config
                 .output_topics
                 .iter()
-                .chain([&self.dead_letter_topic])
+                .chain([&self.config.dead_letter_topic])
                 .cloned()
                 .collect(),
-            group: self.application_id.clone(),
+            group: self.config.application_id.clone(),
         };
-        self.run_until_end(stop)
-    }
-
-    fn run_until_end(&mut self, stop: &Shutdown) -> Result<(), MemoryError> {
-        loop {
-            if stop.is_requested() {
-                self.commit()?;
-                info!(application = %self.application_id, "stopped after committing what it processed");
-                return Ok(());
-            }
-            let seen = self.broker.generation();
-            let processed = self.process_available()?;
-            if self.inputs_ended() {
-                self.commit()?;
-                info!(application = %self.application_id, "every input ended: all of it is processed and committed");
-                return Ok(());
-            }
-            let due = self.last_commit + self.commit_interval;
-            if self.uncommitted >= self.max_uncommitted_records || Instant::now() >= due {
-                self.commit()?;
-            } else if processed == 0 {
-                let wait = due.saturating_duration_since(Instant::now());
-                self.broker.wait_for_change(seen, wait.min(IDLE_WAIT));
-            }
-        }
+        let health = Arc::clone(&self.health);
+        StreamLoop::new(&self.config, stop, &health)
+            .run(self)
+            .map(drop)
     }
 
     fn inputs_ended(&self) -> bool {
-        self.ended.len() == self.tasks.len() * self.source_topics.len()
+        self.ended.len() == self.tasks.len() * self.config.source_topics.len()
     }
 
     /// Polls every task's inputs once and processes what came; outputs wait in `pending`.
@@ -201,13 +181,13 @@ impl<P: Processor> InMemoryStreams<P> {
         let mut processed = 0;
         for task in self.tasks.iter_mut() {
             let partition = task.id().0;
-            for topic in &self.source_topics {
+            for topic in &self.config.source_topics {
                 if self.ended.contains(&(topic.clone(), partition)) {
                     continue;
                 }
-                let fetched = self
-                    .broker
-                    .poll(&self.application_id, topic, partition, BATCH)?;
+                let fetched =
+                    self.broker
+                        .poll(&self.config.application_id, topic, partition, BATCH)?;
                 if fetched.end_of_partition {
                     self.ended.insert((topic.clone(), partition));
                 }
@@ -217,11 +197,14 @@ impl<P: Processor> InMemoryStreams<P> {
                     if let Outcome::Rejected(rejection) =
                         task.process(&record, &mut self.pending)?
                     {
-                        let headers =
-                            dlq_headers::for_rejection(&record, &rejection, &self.application_id);
+                        let headers = dlq_headers::for_rejection(
+                            &record,
+                            &rejection,
+                            &self.config.application_id,
+                        );
                         self.pending
                             .by_topic
-                            .entry(self.dead_letter_topic.clone())
+                            .entry(self.config.dead_letter_topic.clone())
                             .or_default()
                             .push(stored.dead_letter(headers));
                     }
@@ -229,7 +212,6 @@ impl<P: Processor> InMemoryStreams<P> {
                 processed += fetched.records.len();
             }
         }
-        self.uncommitted += processed;
         Ok(processed)
     }
 
@@ -245,10 +227,33 @@ impl<P: Processor> InMemoryStreams<P> {
         }
         for (topic, partition, position) in self.tasks.positions() {
             self.broker
-                .commit(&self.application_id, topic, partition, position)?;
+                .commit(&self.config.application_id, topic, partition, position)?;
         }
-        self.uncommitted = 0;
-        self.last_commit = Instant::now();
         Ok(())
+    }
+}
+
+impl<P: Processor> StreamsTransport for InMemoryStreams<P> {
+    type Error = MemoryError;
+
+    fn poll(&mut self, max_wait: Duration) -> Result<Polled, MemoryError> {
+        // Looked at before polling, so a record produced after the poll is not waited past.
+        let seen = self.broker.generation();
+        let records = self.process_available()?;
+        let ended = self.inputs_ended();
+        if records == 0 && !ended {
+            self.broker.wait_for_change(seen, max_wait.min(IDLE_WAIT));
+        }
+        Ok(Polled { records, ended })
+    }
+
+    fn punctuate(&mut self, now_ms: i64) -> Result<(), MemoryError> {
+        self.tasks
+            .punctuate_wall_clock(now_ms, &mut self.pending)
+            .map_err(Into::into)
+    }
+
+    fn commit(&mut self) -> Result<(), MemoryError> {
+        InMemoryStreams::commit(self)
     }
 }

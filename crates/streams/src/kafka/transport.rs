@@ -1,0 +1,142 @@
+//! The Kafka transport under the stream loop (`crate::stream_loop`): one poll of the group's
+//! consumer per turn, the record it hands over routed through the partition group or the
+//! repartition topic (`route.rs`), the commit path of `commit.rs`, and the broker outage
+//! watched from here.
+//!
+//! Per turn ([`StreamsTransport::poll`]):
+//!
+//! - **poll** the consumer for up to [`POLL_TIMEOUT`]. Rebalance callbacks run inside it and
+//!   take the stream thread's lock (`thread.rs`), which is therefore not held while polling; an
+//!   error a callback raised (a restore that failed, a revocation's commit) ends the loop;
+//! - **process** the record: into the partition group, then through its task (or forwarded,
+//!   or dead-lettered); with no record, buffered records whose turn came are processed;
+//! - **the outage**: a consumer that reports the brokers unreachable makes the instance not
+//!   ready and starts (or extends) the outage, which fails the loop once it outlasts
+//!   `processing.give_up_after`; an idle instance learns that the broker is back from a
+//!   metadata round trip, at most once a second.
+//!
+//! Records taken are counted by the thread (`StreamThread::records_taken`): a turn's are the
+//! difference. A revocation commits inside a poll without the loop knowing, so the loop may
+//! count records committed already and commit early once: harmless.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use tracing::debug;
+
+use super::thread::{StreamThread, StreamsContext};
+use super::{StreamsError, is_unreachable};
+use crate::metrics::{Health, StreamsMetrics};
+use crate::processor::Processor;
+use crate::stream_loop::{Polled, StreamsTransport};
+
+/// How long one poll waits for a record: also how soon a requested shutdown is seen.
+pub(super) const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// How often an idle instance in an outage asks the broker whether it is back.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) struct KafkaTransport<'a, P: Processor> {
+    consumer: &'a BaseConsumer<StreamsContext<P>>,
+    metrics: &'a StreamsMetrics,
+    health: &'a Health,
+    last_probe: Instant,
+    /// The thread's count of records taken at the end of the last poll.
+    taken: u64,
+}
+
+impl<'a, P: Processor> KafkaTransport<'a, P> {
+    pub(super) fn new(
+        consumer: &'a BaseConsumer<StreamsContext<P>>,
+        metrics: &'a StreamsMetrics,
+        health: &'a Health,
+    ) -> Self {
+        Self {
+            consumer,
+            metrics,
+            health,
+            last_probe: Instant::now(),
+            taken: 0,
+        }
+    }
+
+    /// While the broker is unreachable: a metadata round trip, at most every
+    /// [`PROBE_INTERVAL`], tells whether it is back.
+    fn probe_if_out(&mut self, thread: &mut StreamThread<P>) -> Result<(), StreamsError> {
+        if !thread.outage.is_on() || self.last_probe.elapsed() < PROBE_INTERVAL {
+            return Ok(());
+        }
+        self.last_probe = Instant::now();
+        match self
+            .consumer
+            .fetch_metadata(None, Duration::from_millis(500))
+        {
+            Ok(_) => {
+                if thread.outage.probe_answered() {
+                    self.health.set_ready(true);
+                }
+                Ok(())
+            }
+            Err(error) => thread.outage.failed(
+                &format!(
+                    "reaching the brokers at {}",
+                    thread.config.bootstrap_servers
+                ),
+                &error,
+            ),
+        }
+    }
+}
+
+impl<P: Processor> StreamsTransport for KafkaTransport<'_, P> {
+    type Error = StreamsError;
+
+    fn poll(&mut self, max_wait: Duration) -> Result<Polled, StreamsError> {
+        // Rebalance callbacks run inside poll and take the thread's lock: not held here.
+        let polled = self.consumer.poll(POLL_TIMEOUT.min(max_wait));
+        let mut thread = self.consumer.context().thread();
+        thread.take_rebalance_error()?;
+        match polled {
+            Some(Ok(message)) => {
+                let started = Instant::now();
+                thread.on_message(self.consumer, &message)?;
+                self.metrics
+                    .process_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            None => thread.drain(self.consumer, true)?,
+            Some(Err(error)) if is_unreachable(&error) => {
+                self.health.set_ready(false);
+                thread.outage.failed("consuming", &error)?;
+            }
+            Some(Err(error)) => debug!(%error, "consumer error (librdkafka retries)"),
+        }
+        self.probe_if_out(&mut thread)?;
+        let taken = thread.records_taken();
+        let records = usize::try_from(taken.saturating_sub(self.taken)).unwrap_or(usize::MAX);
+        self.taken = taken;
+        Ok(Polled {
+            records,
+            ended: false,
+        })
+    }
+
+    fn punctuate(&mut self, now_ms: i64) -> Result<(), StreamsError> {
+        self.consumer
+            .context()
+            .thread()
+            .punctuate_wall_clock(now_ms)
+    }
+
+    fn commit(&mut self) -> Result<(), StreamsError> {
+        self.consumer.context().thread().commit(self.consumer)
+    }
+
+    /// Not during an outage: a commit would wait it out (the batch is redone from the last
+    /// commit by whichever instance owns the partitions next).
+    fn can_commit(&self) -> bool {
+        !self.consumer.context().thread().outage_is_on()
+    }
+}
