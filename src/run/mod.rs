@@ -60,15 +60,16 @@ pub struct Args {
     /// unless asked.
     #[arg(long, env = "TICKSTREAM_RUN_MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<MongoUri>,
+    /// The most records each in-process topic holds that not every reader has taken yet;
+    /// at that many its producer waits (back-pressure), so memory stays flat at any rate.
+    #[arg(long, default_value_t = TopicCapacity::DEFAULT.records as u32, value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
+    pub topic_capacity: u32,
 }
 
 /// Binance's answer to a probe takes at most this long before we call it unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The live view's refresh period.
 const REFRESH: Duration = Duration::from_secs(1);
-/// What each in-process topic may hold before its producer waits: a fraction of a second at
-/// 20,000 ticks/s, so memory stays flat at any rate and Ctrl-C has little left to write.
-const TOPIC_CAPACITY: TopicCapacity = TopicCapacity::DEFAULT;
 /// The in-process transport acknowledges a tick when it takes it: nothing waits to be flushed.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -167,7 +168,10 @@ async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let topology = Arc::new(topology);
-    let broker = InMemoryBroker::with_capacity(TOPIC_CAPACITY);
+    let broker = InMemoryBroker::with_capacity(TopicCapacity {
+        records: args.topic_capacity as usize,
+        ..TopicCapacity::DEFAULT
+    });
     let partitions = topology.topics.partitions.map_or(1, |p| p as usize);
     for topic in topology.raw_topics() {
         broker.create_topic(topic, partitions);

@@ -49,10 +49,14 @@ pub struct TopicCapacity {
 }
 
 impl TopicCapacity {
-    /// 16,384 records or 16 MiB per topic: under a second of 20,000 ticks/s, a few MiB.
+    /// 4,096 records or 4 MiB per topic: 0.2 s of 20,000 ticks/s, four of the in-process
+    /// enrich's polls, about 1.5 MB of heap when full. Small on purpose: a consumer that stalls
+    /// (a loaded machine) lets every topic fill to its cap, and what it then held stays
+    /// resident (the allocator keeps freed memory); at 16,384 records that step was 10-15 MB,
+    /// over a quarter of `run`'s whole footprint (`BENCHMARKS.md`, `run_memory`).
     pub const DEFAULT: Self = Self {
-        records: 16_384,
-        bytes: 16 << 20,
+        records: 4_096,
+        bytes: 4 << 20,
     };
 }
 
