@@ -19,8 +19,8 @@ pub struct Args {
     /// Documents per bulk write, at most (default: the topology's mongodb.batch_size).
     #[arg(long, env = "TICKSTREAM_SINK_BATCH_SIZE")]
     pub batch_size: Option<usize>,
-    /// Write a partial batch after this long, e.g. "100ms" (default: the topology's
-    /// mongodb.batch_interval).
+    /// While a write is in flight, the next batch waits at most this long, e.g. "100ms" (it is
+    /// written as soon as MongoDB is idle; default: the topology's mongodb.batch_interval).
     #[arg(long, env = "TICKSTREAM_SINK_BATCH_INTERVAL", value_parser = parse_duration)]
     pub batch_interval: Option<std::time::Duration>,
 }

@@ -1,5 +1,7 @@
 //! The sink's loop, written once for both transports ([`crate::input::SinkInput`]): read →
-//! batch (by count and time) → bulk write to MongoDB → dead-letter what cannot be stored →
+//! batch (latency first: what arrived is written at once while MongoDB is idle; while a write
+//! is in flight, the next batch grows up to `batch_size`, for at most `batch_interval`) → bulk
+//! write to MongoDB → dead-letter what cannot be stored →
 //! commit the batch's offsets, only after MongoDB acknowledged it. A crash anywhere before the
 //! commit re-reads the batch; the deterministic `_id`s turn the second write into duplicates,
 //! never into second copies.
@@ -204,8 +206,11 @@ impl<I: SinkInput> SinkLoop<I> {
         Ok(())
     }
 
-    /// Starts writing the batch once it is full, its interval has passed, or the loop is
-    /// finishing — after the previous write was finished, so that commits keep their order.
+    /// Latency first: starts writing the batch as soon as no write is in flight (MongoDB is
+    /// idle, so waiting would only add latency); while one is, the batch grows until it is
+    /// full, its interval has passed (a ceiling on how long a record waits, not a floor), or
+    /// the loop is finishing — and is written after the previous write was finished, so that
+    /// commits keep their order.
     async fn write_if_due(
         &mut self,
         progress: &mut Progress,
@@ -220,7 +225,8 @@ impl<I: SinkInput> SinkLoop<I> {
             batch.started = None;
             return Ok(());
         }
-        if !(finishing || due || batch.records >= self.settings.batch_size) {
+        let idle = progress.in_flight.is_none();
+        if !(finishing || idle || due || batch.records >= self.settings.batch_size) {
             return Ok(());
         }
         let full = std::mem::take(batch);

@@ -297,7 +297,8 @@ pub struct MongoConfig {
     pub collections: Collections,
     /// Sink writes at most this many documents per bulk write. Default 1000.
     pub batch_size: usize,
-    /// Sink writes a partial batch after this long. Default 100 ms.
+    /// While a write is in flight, the sink's next batch waits at most this long (it is
+    /// written as soon as MongoDB is idle: a ceiling, not a floor). Default 100 ms.
     pub batch_interval: Duration,
 }
 
