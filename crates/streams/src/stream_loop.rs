@@ -51,7 +51,8 @@ pub(crate) trait StreamsTransport {
     type Error;
 
     /// Takes the input available now and runs it through the tasks, waiting at most
-    /// `max_wait` (and at most the transport's own poll wait) when there is none.
+    /// `max_wait` (the time until a commit is due; capped by the transport's own poll wait,
+    /// which Kafka's transport always waits, 20 ms) when there is none.
     fn poll(&mut self, max_wait: Duration) -> Result<Polled, Self::Error>;
 
     /// Fires the wall-clock punctuations due at `now_ms` (epoch milliseconds).

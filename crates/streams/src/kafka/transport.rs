@@ -92,9 +92,18 @@ impl<'a, P: Processor> KafkaTransport<'a, P> {
 impl<P: Processor> StreamsTransport for KafkaTransport<'_, P> {
     type Error = StreamsError;
 
-    fn poll(&mut self, max_wait: Duration) -> Result<Polled, StreamsError> {
+    /// Always waits up to [`POLL_TIMEOUT`], also when a commit is due sooner (`_max_wait`): the
+    /// calls the consumer sees are then exactly those of the loop before it was shared (a
+    /// 20 ms poll per turn), and a due commit waits at most that long.
+    fn poll(&mut self, _max_wait: Duration) -> Result<Polled, StreamsError> {
+        // The outage probe first: the previous turn's punctuation and commit came after its
+        // poll, so the order of calls is poll → process → punctuate → commit → probe.
+        {
+            let mut thread = self.consumer.context().thread();
+            self.probe_if_out(&mut thread)?;
+        }
         // Rebalance callbacks run inside poll and take the thread's lock: not held here.
-        let polled = self.consumer.poll(POLL_TIMEOUT.min(max_wait));
+        let polled = self.consumer.poll(POLL_TIMEOUT);
         let mut thread = self.consumer.context().thread();
         thread.take_rebalance_error()?;
         match polled {
@@ -113,7 +122,6 @@ impl<P: Processor> StreamsTransport for KafkaTransport<'_, P> {
             }
             Some(Err(error)) => debug!(%error, "consumer error (librdkafka retries)"),
         }
-        self.probe_if_out(&mut thread)?;
         let taken = thread.records_taken();
         let records = usize::try_from(taken.saturating_sub(self.taken)).unwrap_or(usize::MAX);
         self.taken = taken;
