@@ -1,0 +1,336 @@
+//! End-to-end latency on the real services, as a user sees it: `tickstream ingest` (synthetic
+//! ticks at a fixed rate, `ts` = the wall clock when generated) → Kafka → `tickstream enrich`
+//! (exactly-once, 100 ms commits) → Kafka → `tickstream sink` → MongoDB. Latency is the moment a
+//! MongoDB change stream hands over the document minus its `ts`: for raw prices (`prices`) and
+//! for analytics (`moving_averages`, a 20-tick count window, one per tick).
+//!
+//! ```sh
+//! make services-up && cargo bench --bench latency_e2e
+//! ```
+//!
+//! The processes are the release binary, started as the README's compose file starts them
+//! (one per processor); ingest starts once enrich and the sink answer `/readyz`, and the first
+//! `WARM_UP` of ticks is not counted. `TICKSTREAM_BENCH_LATENCY_SECS` (default 30) sets how
+//! long each rate is measured, `TICKSTREAM_BENCH_RATES` (default `1000,20000`) the rates in
+//! ticks/s. Without `--bench` (as `cargo test --all-targets` runs it) it runs 3 s at 200
+//! ticks/s and checks that documents of both kinds arrived, if the services are up.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mongodb::bson::Document;
+use mongodb::change_stream::event::ChangeStreamEvent;
+use tokio::sync::oneshot;
+
+/// Ticks generated this soon after ingest starts are not counted (connections warming up).
+const WARM_UP: Duration = Duration::from_secs(3);
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const SYMBOLS: [&str; 4] = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"];
+
+fn main() {
+    let measuring = support::benchmarking();
+    let Some(brokers) = support::broker("latency_e2e") else {
+        return;
+    };
+    let mongodb_uri = std::env::var("TICKSTREAM_MONGODB_URI")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:37017/?replicaSet=rs0".into());
+    let seconds = support::setting("TICKSTREAM_BENCH_LATENCY_SECS", 30, 3) as u64;
+    let rates: Vec<u32> = if measuring {
+        std::env::var("TICKSTREAM_BENCH_RATES")
+            .unwrap_or_else(|_| "1000,20000".into())
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse()
+                    .expect("TICKSTREAM_BENCH_RATES: ticks/s, comma-separated")
+            })
+            .collect()
+    } else {
+        vec![200]
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    if measuring {
+        println!(
+            "| ticks/s | raw docs | raw p50 | raw p99 | raw max | analytics docs | analytics p50 | analytics p99 | analytics max |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    }
+    for rate in rates {
+        let run = Run::new(dir.path(), &brokers, &mongodb_uri, rate);
+        let (raw, analytics) = runtime.block_on(run.measure(Duration::from_secs(seconds)));
+        if measuring {
+            println!(
+                "| {rate} | {} | {} | {} |",
+                raw.len(),
+                Summary::of(raw).row(),
+                format_args!("{} | {}", analytics.len(), Summary::of(analytics).row())
+            );
+        } else {
+            assert!(
+                !raw.is_empty() && !analytics.is_empty(),
+                "latency_e2e smoke run: {} raw and {} analytics documents seen in MongoDB",
+                raw.len(),
+                analytics.len()
+            );
+            println!(
+                "latency_e2e: smoke run ok ({} raw, {} analytics documents)",
+                raw.len(),
+                analytics.len()
+            );
+        }
+    }
+}
+
+/// One rate's deployment: its own topics, database and state dirs.
+struct Run {
+    name: String,
+    topology: std::path::PathBuf,
+    state: std::path::PathBuf,
+    brokers: String,
+    mongodb_uri: String,
+}
+
+impl Run {
+    fn new(dir: &Path, brokers: &str, mongodb_uri: &str, rate: u32) -> Self {
+        let name = format!(
+            "latency-{rate}-{}-{}",
+            std::process::id(),
+            tickstream_model::clock::now_ms() % 1_000_000
+        );
+        let symbols = SYMBOLS.map(|s| format!("\"{s}\"")).join(", ");
+        let topology = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &topology,
+            format!(
+                r#"
+application_id = "{name}"
+symbols = [{symbols}]
+[topics]
+raw = "{name}.raw"
+moving_average = "{name}.ma"
+volatility = "{name}.vol"
+jumps = "{name}.jumps"
+dead_letter = "{name}.dlq"
+partitions = 4
+[[windows]]
+kind = "count"
+size = 20
+[jumps]
+threshold_pct = 2.0
+[source]
+kind = "synthetic"
+seed = 42
+ticks_per_second = {rate}.0
+[mongodb]
+database = "{name}"
+[processing]
+commit_interval = "100ms"
+"#
+            ),
+        )
+        .expect("write the topology");
+        Self {
+            state: dir.join(format!("{name}-state")),
+            name,
+            topology,
+            brokers: brokers.to_owned(),
+            mongodb_uri: mongodb_uri.to_owned(),
+        }
+    }
+
+    /// Starts the three processes, measures for `length` after the warm-up, stops them and
+    /// returns the latencies (ms) of raw prices and of moving averages.
+    async fn measure(&self, length: Duration) -> (Vec<i64>, Vec<i64>) {
+        let client = mongodb::Client::with_uri_str(&self.mongodb_uri)
+            .await
+            .expect("a MongoDB client");
+        let database = client.database(&self.name);
+        let (stop_raw, raw) = follow(database.collection("prices")).await;
+        let (stop_analytics, analytics) = follow(database.collection("moving_averages")).await;
+
+        let status = self
+            .command(&["topics", "create"])
+            .status()
+            .expect("tickstream topics create");
+        assert!(status.success(), "tickstream topics create: {status}");
+        let (enrich_addr, sink_addr, ingest_addr) = (free_port(), free_port(), free_port());
+        let mut enrich = self.start("enrich", enrich_addr, |c| {
+            c.arg("--state-dir").arg(&self.state);
+        });
+        let mut sink = self.start("sink", sink_addr, |c| {
+            c.arg("--mongodb-uri").arg(&self.mongodb_uri);
+        });
+        wait_ready(enrich_addr, &mut enrich, "enrich").await;
+        wait_ready(sink_addr, &mut sink, "sink").await;
+        let counted_from = tickstream_model::clock::now_ms() + WARM_UP.as_millis() as i64;
+        let mut ingest = self.start("ingest", ingest_addr, |_| {});
+        tokio::time::sleep(WARM_UP + length).await;
+        let counted_until = tickstream_model::clock::now_ms();
+        for child in [&mut ingest, &mut enrich, &mut sink] {
+            assert!(
+                matches!(child.try_wait(), Ok(None)),
+                "a process exited during the run; logs in {}",
+                self.state.display()
+            );
+        }
+        // The last ticks of the window get time to arrive before the processes stop.
+        stop(&mut ingest);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop(&mut enrich);
+        stop(&mut sink);
+        let within = |samples: Vec<(i64, i64)>| -> Vec<i64> {
+            samples
+                .into_iter()
+                .filter(|(ts, _)| (counted_from..counted_until).contains(ts))
+                .map(|(_, latency)| latency)
+                .collect()
+        };
+        let raw = within(finish(stop_raw, raw).await);
+        let analytics = within(finish(stop_analytics, analytics).await);
+        database.drop().await.expect("drop the bench database");
+        (raw, analytics)
+    }
+
+    fn command(&self, subcommand: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tickstream"));
+        command
+            .args(subcommand)
+            .arg("--topology")
+            .arg(&self.topology)
+            .arg("--brokers")
+            .arg(&self.brokers);
+        command
+    }
+
+    fn start(
+        &self,
+        subcommand: &str,
+        metrics: SocketAddr,
+        extra: impl FnOnce(&mut Command),
+    ) -> Child {
+        std::fs::create_dir_all(&self.state).expect("the state dir");
+        let log = std::fs::File::create(self.state.join(format!("{subcommand}.log"))).expect("log");
+        let mut command = self.command(&[subcommand]);
+        command.arg("--metrics-addr").arg(metrics.to_string());
+        extra(&mut command);
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start tickstream {subcommand}: {e}"))
+    }
+}
+
+type Samples = tokio::task::JoinHandle<Vec<(i64, i64)>>;
+
+/// Follows the inserts into `collection`: `(ts, latency ms)` of each, until told to stop.
+async fn follow(collection: mongodb::Collection<Document>) -> (oneshot::Sender<()>, Samples) {
+    let mut stream = collection
+        .watch()
+        .await
+        .expect("a change stream (mongod must run as a replica set)");
+    let (stop, mut stopped) = oneshot::channel();
+    let samples = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        loop {
+            let event: ChangeStreamEvent<Document> = tokio::select! {
+                _ = &mut stopped => break,
+                event = stream.next() => match event {
+                    Some(Ok(event)) => event,
+                    Some(Err(error)) => panic!("the change stream failed: {error}"),
+                    None => break,
+                },
+            };
+            let seen = tickstream_model::clock::now_ms();
+            if let Some(ts) = event
+                .full_document
+                .as_ref()
+                .and_then(|d| d.get_datetime("ts").ok())
+            {
+                samples.push((ts.timestamp_millis(), seen - ts.timestamp_millis()));
+            }
+        }
+        samples
+    });
+    (stop, samples)
+}
+
+async fn finish(stop: oneshot::Sender<()>, samples: Samples) -> Vec<(i64, i64)> {
+    let _ = stop.send(());
+    samples.await.expect("the change stream reader")
+}
+
+/// p50, p99 and max of latencies in ms.
+struct Summary(Option<(i64, i64, i64)>);
+
+impl Summary {
+    fn of(mut latencies: Vec<i64>) -> Self {
+        latencies.sort_unstable();
+        let n = latencies.len();
+        Self((n > 0).then(|| {
+            (
+                latencies[n / 2],
+                latencies[(n * 99 / 100).min(n - 1)],
+                latencies[n - 1],
+            )
+        }))
+    }
+
+    fn row(&self) -> String {
+        match self.0 {
+            Some((p50, p99, max)) => format!("{p50} ms | {p99} ms | {max} ms"),
+            None => "- | - | -".into(),
+        }
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Waits until `/readyz` at `address` answers 200.
+async fn wait_ready(address: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "tickstream {what} exited before it was ready"
+        );
+        if ready(address) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tickstream {what} not ready within {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ready(address: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let mut answer = String::new();
+    stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .and_then(|()| stream.read_to_string(&mut answer))
+        .is_ok()
+        && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
