@@ -17,8 +17,9 @@
 //!   fastest is the limit enrich is compared with;
 //! * **enrich**, twice: with a 20-tick count window only, and with the default topology's
 //!   analytics (a 20-tick count window, a 5-minute time window, 2 % jumps) — two, or four or
-//!   five, derived records per tick, plus the changelog. Its `/metrics` report consumed records at commit. The raw records are keyed
-//!   by symbol (murmur2, as ingest writes them), so none takes the repartition hop;
+//!   five, derived records per tick, plus the changelog. Its `/metrics` report consumed
+//!   records at commit. The raw records are keyed by symbol (murmur2, as ingest writes them),
+//!   so none takes the repartition hop;
 //! * **enrich, unkeyed**: the same ticks without keys over the same partitions (the reference
 //!   producer's way): every record is re-keyed through the repartition topic and read back.
 //!
@@ -341,9 +342,7 @@ fn enrich_with(
     topic: &str,
     records: usize,
 ) -> (f64, u64) {
-    let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let metrics = support::free_local_address();
     let log = std::fs::File::create(state.with_extension("log")).expect("log file");
     let mut child = Command::new(binary)
         .arg("enrich")
@@ -383,20 +382,14 @@ fn enrich_with(
     }
     let ticks_per_second = rate(first_commit, records);
     let rss = peak_rss_kib(&child);
-    stop(&mut child);
+    support::stop(&mut child);
     (ticks_per_second, rss)
 }
 
 /// The first sample of `name` whose labels contain `label` on the `/metrics` page at `address`.
 fn scrape(address: SocketAddr, name: &str, label: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut page = String::new();
-    stream.read_to_string(&mut page).ok()?;
-    page.lines()
+    support::http_get(address, "/metrics")?
+        .lines()
         .find(|line| line.starts_with(name) && line.contains(label))
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
@@ -412,11 +405,4 @@ fn peak_rss_kib(child: &Child) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }

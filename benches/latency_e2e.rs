@@ -159,7 +159,11 @@ commit_interval = "100ms"
             .status()
             .expect("tickstream topics create");
         assert!(status.success(), "tickstream topics create: {status}");
-        let (enrich_addr, sink_addr, ingest_addr) = (free_port(), free_port(), free_port());
+        let (enrich_addr, sink_addr, ingest_addr) = (
+            support::free_local_address(),
+            support::free_local_address(),
+            support::free_local_address(),
+        );
         let mut enrich = self.start("enrich", enrich_addr, |c| {
             c.arg("--state-dir").arg(&self.state);
         });
@@ -180,10 +184,10 @@ commit_interval = "100ms"
             );
         }
         // The last ticks of the window get time to arrive before the processes stop.
-        stop(&mut ingest);
+        support::stop(&mut ingest);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        stop(&mut enrich);
-        stop(&mut sink);
+        support::stop(&mut enrich);
+        support::stop(&mut sink);
         let within = |samples: Vec<(i64, i64)>| -> Vec<i64> {
             samples
                 .into_iter()
@@ -290,12 +294,6 @@ impl Summary {
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 /// Waits until `/readyz` at `address` answers 200.
 async fn wait_ready(address: SocketAddr, child: &mut Child, what: &str) {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -304,7 +302,10 @@ async fn wait_ready(address: SocketAddr, child: &mut Child, what: &str) {
             matches!(child.try_wait(), Ok(None)),
             "tickstream {what} exited before it was ready"
         );
-        if ready(address) {
+        let ready = support::http_get(address, "/readyz").is_some_and(|answer| {
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+        });
+        if ready {
             return;
         }
         assert!(
@@ -313,24 +314,4 @@ async fn wait_ready(address: SocketAddr, child: &mut Child, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn ready(address: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let mut answer = String::new();
-    stream
-        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .and_then(|()| stream.read_to_string(&mut answer))
-        .is_ok()
-        && (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
-}
-
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }

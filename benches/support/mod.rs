@@ -1,8 +1,11 @@
-//! What the broker benchmarks share: finding the broker, creating topics, preloading records.
+//! What the broker benchmarks share: finding the broker, creating topics, preloading records,
+//! and the processes they run (a free port, one HTTP GET of their endpoints, a stop).
 
 // Each benchmark is its own crate and uses a part of this module.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -104,4 +107,32 @@ pub fn preload_records<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     producer
         .flush(Duration::from_secs(120))
         .expect("preload flushed");
+}
+
+/// A free port on 127.0.0.1, for a process's `--metrics-addr`.
+pub fn free_local_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// The whole answer (status line, headers, body) to `GET path` at `address`; `None` when
+/// nothing answers.
+pub fn http_get(address: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// SIGTERM, then waits for the process to exit.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
