@@ -17,11 +17,15 @@
 //!   fastest is the limit enrich is compared with;
 //! * **enrich**, twice: with a 20-tick count window only, and with the default topology's
 //!   analytics (a 20-tick count window, a 5-minute time window, 2 % jumps) — two, or four or
-//!   five, derived records per tick, plus the changelog. Its `/metrics` report consumed
-//!   records at commit. The raw records are keyed by symbol (murmur2, as ingest writes them),
-//!   so none takes the repartition hop;
+//!   five, derived records per tick, plus the changelog. Progress is the group's committed
+//!   offsets on the raw topic, read from the broker: scraping enrich's `/metrics` every 20 ms
+//!   (as this bench did before) cost enrich ~60 % of a core at 10,000 symbols. The raw
+//!   records are keyed by symbol (murmur2, as ingest writes them), so none takes the
+//!   repartition hop;
 //! * **enrich, unkeyed**: the same ticks without keys over the same partitions (the reference
-//!   producer's way): every record is re-keyed through the repartition topic and read back.
+//!   producer's way): every record is re-keyed through the repartition topic and read back;
+//!   its end (the records processed from the repartition topic) is read on `/metrics`, only
+//!   once the raw topic is committed.
 //!
 //! With `TICKSTREAM_BENCH_BASELINE=/path/to/tickstream` (a release binary of an earlier
 //! commit) the keyed run is repeated with that binary, same topic, same run: the "before".
@@ -110,11 +114,17 @@ fn main() {
             &brokers,
             &topology,
             &dir.path().join(&count_name),
-            &raw,
+            (&raw, None),
             ticks,
         );
         let topology = write_topology(dir.path(), &name, &raw, &symbol_list, true);
-        let (keyed, rss_kib) = enrich(&brokers, &topology, &dir.path().join(&name), &raw, ticks);
+        let (keyed, rss_kib) = enrich(
+            &brokers,
+            &topology,
+            &dir.path().join(&name),
+            (&raw, None),
+            ticks,
+        );
         let unkeyed_name = format!("{name}-unkeyed");
         let topology = write_topology(dir.path(), &unkeyed_name, &unkeyed_raw, &symbol_list, true);
         // Done when every record has come back from the repartition topic and been processed.
@@ -123,7 +133,7 @@ fn main() {
             &brokers,
             &topology,
             &dir.path().join(&unkeyed_name),
-            &repartition,
+            (&unkeyed_raw, Some(&repartition)),
             ticks,
         );
         println!(
@@ -141,7 +151,7 @@ fn main() {
                 &brokers,
                 &topology,
                 &dir.path().join(&before_name),
-                &raw,
+                (&raw, None),
                 ticks,
             );
             println!(
@@ -326,11 +336,18 @@ threshold_pct = 2.0
     path
 }
 
-/// Runs `tickstream enrich` until it committed `records` consumed from `topic`; returns
-/// ticks/s and peak RSS (KiB).
-fn enrich(brokers: &str, topology: &Path, state: &Path, topic: &str, records: usize) -> (f64, u64) {
+/// Runs `tickstream enrich` until it committed `records` consumed from `raw` (and, with
+/// `done_on`, processed as many from that topic: the repartition topic); returns ticks/s and
+/// peak RSS (KiB).
+fn enrich(
+    brokers: &str,
+    topology: &Path,
+    state: &Path,
+    (raw, done_on): (&str, Option<&str>),
+    records: usize,
+) -> (f64, u64) {
     let binary = Path::new(env!("CARGO_BIN_EXE_tickstream"));
-    enrich_with(binary, brokers, topology, state, topic, records)
+    enrich_with(binary, brokers, topology, state, (raw, done_on), records)
 }
 
 /// [`enrich`] with the `tickstream` binary at `binary`.
@@ -339,7 +356,7 @@ fn enrich_with(
     brokers: &str,
     topology: &Path,
     state: &Path,
-    topic: &str,
+    (raw, done_on): (&str, Option<&str>),
     records: usize,
 ) -> (f64, u64) {
     let metrics = support::free_local_address();
@@ -359,31 +376,94 @@ fn enrich_with(
         .spawn()
         .expect("start tickstream enrich");
     let deadline = Instant::now() + TIMEOUT;
-    let mut first_commit = None;
-    loop {
+    let alive = |child: &mut Child| {
         assert!(
             Instant::now() < deadline && matches!(child.try_wait(), Ok(None)),
             "enrich exited or took over {TIMEOUT:?}; see {}",
             state.with_extension("log").display()
         );
-        let consumed = scrape(
+    };
+    // Progress is read from the broker (the group's committed offsets of the raw topic), not
+    // from enrich's /metrics: with 10,000 symbols that page carries ~60,000 per-symbol series,
+    // and rendering it every 20 ms took ~60 % of a core from enrich (perf, 2026-12-01).
+    let offsets = committed_offsets_reader(brokers, &application_id(topology));
+    let mut first_commit = None;
+    loop {
+        alive(&mut child);
+        let committed = offsets.committed(raw) as usize;
+        if committed > 0 && first_commit.is_none() {
+            first_commit = Some((Instant::now(), committed));
+        }
+        if committed >= records {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Re-keyed records are done once they have come back from the repartition topic and been
+    // processed: the last stretch is watched on /metrics (a few scrapes only).
+    if let Some(topic) = done_on {
+        while scrape(
             metrics,
             "tickstream_records_consumed_total",
             &format!("topic=\"{topic}\""),
         )
-        .unwrap_or(0.0) as usize;
-        if consumed > 0 && first_commit.is_none() {
-            first_commit = Some((Instant::now(), consumed));
+        .unwrap_or(0.0)
+            < records as f64
+        {
+            alive(&mut child);
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if consumed >= records {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
     let ticks_per_second = rate(first_commit, records);
     let rss = peak_rss_kib(&child);
     support::stop(&mut child);
     (ticks_per_second, rss)
+}
+
+/// The application id of a topology written by [`write_topology`]: its file name.
+fn application_id(topology: &Path) -> String {
+    let stem = topology.file_stem().and_then(|s| s.to_str());
+    stem.expect("a topology file name").to_owned()
+}
+
+/// Reads a consumer group's committed offsets without joining it.
+struct CommittedOffsets {
+    consumer: BaseConsumer,
+}
+
+fn committed_offsets_reader(brokers: &str, group: &str) -> CommittedOffsets {
+    let consumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer config");
+    CommittedOffsets { consumer }
+}
+
+impl CommittedOffsets {
+    /// The sum over `topic`'s partitions of the committed offsets (0 before any commit). The
+    /// raw topics are written without transactions, so offsets count records.
+    fn committed(&self, topic: &str) -> i64 {
+        let mut partitions = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            partitions.add_partition(topic, partition);
+        }
+        let Ok(committed) = self
+            .consumer
+            .committed_offsets(partitions, Duration::from_secs(5))
+        else {
+            return 0;
+        };
+        committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            })
+            .sum()
+    }
 }
 
 /// The first sample of `name` whose labels contain `label` on the `/metrics` page at `address`.
