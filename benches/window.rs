@@ -1,6 +1,7 @@
 //! Window analytics benchmarks (issue 3): one tick's update plus reading every window's
 //! statistics, for N = 20, N = 10,000 and a 5-minute time window at 100 ticks/s; snapshot and
-//! restore; and (printed before the runs) the memory of one symbol's state for N = 20.
+//! restore; a commit's change record after one tick (issue 16); and (printed before the runs) the
+//! memory of one symbol's state, its snapshot and its change record.
 //!
 //! Run: `cargo bench --bench window`. Results and machine: BENCHMARKS.md.
 
@@ -144,13 +145,39 @@ fn snapshot_and_restore(c: &mut Criterion) {
     group.finish();
 }
 
-/// Memory of one symbol's state, printed with the results (not a timing).
+/// What a commit writes for a symbol that received one tick since the last one: its change
+/// record (`changes_into`), against the whole snapshot a commit wrote before issue 16.
+fn changes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("changes_one_tick");
+    for (name, mut feed) in feeds() {
+        feed.state.mark_committed();
+        feed.tick();
+        let mut buf = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                buf.clear();
+                black_box(feed.state.changes_into(&mut buf));
+                black_box(buf.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Memory of one symbol's state and what a commit writes for it, printed with the results
+/// (not a timing).
 fn report_memory() {
-    for (name, feed) in feeds() {
+    for (name, mut feed) in feeds() {
+        feed.state.mark_committed();
+        feed.tick();
+        let mut changes = Vec::new();
+        feed.state.changes_into(&mut changes);
         println!(
-            "memory/{name}: {} bytes per symbol in memory, {} bytes snapshotted",
+            "memory/{name}: {} bytes per symbol in memory, {} bytes snapshotted, {} bytes of \
+             changes after one tick",
             feed.state.memory_bytes(),
-            feed.state.snapshot().len()
+            feed.state.snapshot().len(),
+            changes.len()
         );
     }
 }
@@ -160,5 +187,6 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     update_and_stats(&mut c);
     snapshot_and_restore(&mut c);
+    changes(&mut c);
     c.final_summary();
 }

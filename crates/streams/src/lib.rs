@@ -91,4 +91,4 @@ pub use processor::{
 };
 pub use runner::run_until_shutdown;
 pub use shutdown::Shutdown;
-pub use store::{KeyValueStore, StateCodec, StateDir, StoreError};
+pub use store::{KeyValueStore, Logged, StateCodec, StateDir, StoreError};

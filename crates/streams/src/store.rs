@@ -11,20 +11,71 @@
 //! - If the transaction aborts, [`KeyValueStore::rollback`] drops the dirty entries; the next
 //!   read loads the committed value from sled again.
 //!
+//! # Change logs
+//!
+//! A codec with `LOGS_CHANGES` keeps, per key, a whole value under the key itself (prefixed
+//! with `0xff` and its 4-byte generation; a value without that prefix was written before the
+//! store logged changes and counts as generation 0) and up to [`MAX_CHANGES`] change records
+//! under `key ++ [0, n]` (so its keys must not contain a NUL byte), each prefixed with the
+//! generation of the whole value it applies to. A commit
+//! writes a change record while there are fewer than `MAX_CHANGES` and their bytes stay below
+//! the whole value's; otherwise it writes the whole value again under the next generation. A
+//! read applies the whole value's own changes in order and ignores older generations' (which
+//! later commits overwrite): sled and the compacted changelog hold at most `1 + MAX_CHANGES`
+//! records per key, and restoring reads at most about twice the whole value.
+//!
 //! The cache keeps every key the task has touched (clean entries are never evicted): right for
 //! tickstream's per-symbol state, whose key space is the symbol list. A bounded cache would be
 //! needed for unbounded key spaces.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::private_fs::{create_private_dir_all, restrict_dir};
 
+mod change_log;
+
+use change_log::LogPosition;
+#[cfg(test)]
+use change_log::MAX_CHANGES;
+
 /// How a store value becomes bytes (for sled and the changelog) and back.
+///
+/// A codec may also **log changes** (`LOGS_CHANGES`): then a commit writes what changed
+/// since the last commit ([`Self::encode_changes`]) instead of the whole value, while that is
+/// smaller, and a read applies the changes to the last whole value. See "Change logs" below.
 pub trait StateCodec: Sized + Send {
+    /// Whether values write their changes rather than themselves at each commit.
+    const LOGS_CHANGES: bool = false;
+
     fn encode(&self, out: &mut Vec<u8>);
     /// Decodes what `encode` wrote; the error says why the bytes are not a value.
     fn decode(bytes: &[u8]) -> Result<Self, String>;
+
+    /// With `LOGS_CHANGES`: what changed since the last [`Self::mark_committed`] (or decode).
+    fn encode_changes(&self, _out: &mut Vec<u8>) -> Logged {
+        Logged::Whole
+    }
+
+    /// With `LOGS_CHANGES`: applies what [`Self::encode_changes`] wrote, in commit order, to
+    /// a value decoded from the whole value written before them.
+    fn apply_changes(&mut self, _bytes: &[u8]) -> Result<(), String> {
+        Err("this store does not log changes".into())
+    }
+
+    /// The value, as it is now, is committed (the next changes start from here).
+    fn mark_committed(&mut self) {}
+}
+
+/// What [`StateCodec::encode_changes`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// The changes are in `out`.
+    Changes,
+    /// Only the whole value says what changed.
+    Whole,
+    /// Nothing changed since the last commit.
+    Unchanged,
 }
 
 /// A plain counter, handy for counting processors and tests.
@@ -60,6 +111,9 @@ pub enum StoreError {
     },
 }
 
+/// `(key, value)` pairs read from a backend, in key order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Data keys and the checkpoint share one sled tree (so one batch updates both atomically);
 /// the first byte keeps them apart.
 const DATA_PREFIX: u8 = b'd';
@@ -93,6 +147,17 @@ impl TaskTree {
         self.tree
             .get(Self::data_key(key))
             .map_err(|e| self.error(e))
+    }
+
+    /// Data entries whose key starts with `prefix` (keys without the data prefix byte).
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.tree
+            .scan_prefix(Self::data_key(prefix))
+            .map(|entry| {
+                let (key, value) = entry.map_err(|e| self.error(e))?;
+                Ok((key[1..].to_vec(), value.to_vec()))
+            })
+            .collect()
     }
 
     /// The changelog offset this tree's contents correspond to (next offset to read).
@@ -215,7 +280,31 @@ enum Backend {
     Sled(TaskTree),
     /// Committed values, encoded exactly as sled would hold them: the in-process and test
     /// stores keep the same commit/rollback semantics as the persistent one.
-    Memory(HashMap<Box<[u8]>, Vec<u8>>),
+    Memory(BTreeMap<Box<[u8]>, Vec<u8>>),
+}
+
+impl Backend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(match self {
+            Self::Sled(tree) => tree.get(key)?.map(|bytes| bytes.to_vec()),
+            Self::Memory(map) => map.get(key).cloned(),
+        })
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        match self {
+            Self::Sled(tree) => tree.scan_prefix(prefix),
+            Self::Memory(map) => Ok(map
+                .range::<[u8], _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.to_vec(), v.clone()))
+                .collect()),
+        }
+    }
 }
 
 /// One encoded change for the changelog and sled: `(key, Some(value))`, or `(key, None)` for a
@@ -226,6 +315,12 @@ struct Slot<S> {
     /// `None`: absent (never written, or deleted in this batch).
     value: Option<S>,
     dirty: bool,
+    /// Change-logging codecs: the committed log position, and the one the staged commit
+    /// moves it to.
+    log: LogPosition,
+    staged: Option<LogPosition>,
+    /// The value was replaced (`put`): the next commit writes it whole.
+    replaced: bool,
 }
 
 /// A task's key-value store: decoded values cached in memory, committed state in sled.
@@ -239,7 +334,7 @@ pub struct KeyValueStore<S> {
 impl<S: StateCodec> KeyValueStore<S> {
     /// A store whose committed state lives in memory only: for testing processors.
     pub fn in_memory(name: &str) -> Self {
-        Self::with_backend(name.to_owned(), Backend::Memory(HashMap::new()))
+        Self::with_backend(name.to_owned(), Backend::Memory(BTreeMap::new()))
     }
 
     pub(crate) fn persistent(tree: TaskTree) -> Self {
@@ -264,21 +359,23 @@ impl<S: StateCodec> KeyValueStore<S> {
         key: &[u8],
     ) -> Result<&'c mut Slot<S>, StoreError> {
         if !cache.contains_key(key) {
-            let decoded = match backend {
-                Backend::Sled(tree) => tree.get(key)?.map(|bytes| S::decode(&bytes)),
-                Backend::Memory(map) => map.get(key).map(|bytes| S::decode(bytes)),
+            let corrupt = |reason: String| StoreError::Corrupt {
+                store: name.to_owned(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason,
             };
-            let value = match decoded {
-                Some(result) => Some(result.map_err(|reason| StoreError::Corrupt {
-                    store: name.to_owned(),
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    reason,
-                })?),
-                None => None,
+            let (value, log) = if S::LOGS_CHANGES {
+                change_log::load::<S>(backend, key).map_err(|e| e.into_store(corrupt))?
+            } else {
+                let value = backend.get(key)?.map(|bytes| S::decode(&bytes));
+                (value.transpose().map_err(corrupt)?, LogPosition::default())
             };
             return Ok(cache.entry(key.into()).or_insert(Slot {
                 value,
                 dirty: false,
+                log,
+                staged: None,
+                replaced: false,
             }));
         }
         Ok(cache
@@ -314,6 +411,7 @@ impl<S: StateCodec> KeyValueStore<S> {
     fn write(&mut self, key: &[u8], value: Option<S>) -> Result<(), StoreError> {
         let slot = Self::slot(&mut self.cache, &self.backend, &self.name, key)?;
         slot.value = value;
+        slot.replaced = true;
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(key.into());
@@ -331,23 +429,30 @@ impl<S: StateCodec> KeyValueStore<S> {
     }
 
     /// The changes since the last commit, encoded: `(key, Some(value))` or `(key, None)` for a
-    /// delete (a changelog tombstone). Nothing is marked clean until [`Self::commit`].
-    pub(crate) fn dirty_changes(&self) -> Vec<Change> {
-        self.dirty
-            .iter()
-            .map(|key| {
-                let value = self
-                    .cache
-                    .get(key)
-                    .and_then(|slot| slot.value.as_ref())
-                    .map(|v| {
-                        let mut bytes = Vec::new();
-                        v.encode(&mut bytes);
-                        bytes
-                    });
-                (key.clone(), value)
-            })
-            .collect()
+    /// delete (a changelog tombstone); for a change-logging codec, change records or whole
+    /// values with their generation (see "Change logs"). Nothing is marked clean until
+    /// [`Self::commit`].
+    pub(crate) fn dirty_changes(&mut self) -> Vec<Change> {
+        let mut changes = Vec::with_capacity(self.dirty.len());
+        for key in &self.dirty {
+            let Some(slot) = self.cache.get_mut(key) else {
+                continue;
+            };
+            if !S::LOGS_CHANGES {
+                let value = slot.value.as_ref().map(|v| {
+                    let mut bytes = Vec::new();
+                    v.encode(&mut bytes);
+                    bytes
+                });
+                changes.push((key.clone(), value));
+                continue;
+            }
+            slot.staged = Some(match &slot.value {
+                Some(value) => change_log::stage(key, value, slot.log, slot.replaced, &mut changes),
+                None => change_log::stage_delete(key, slot.log, &mut changes),
+            });
+        }
+        changes
     }
 
     /// The transaction holding `changes` committed: make them durable with the changelog
@@ -374,6 +479,13 @@ impl<S: StateCodec> KeyValueStore<S> {
         for key in self.dirty.drain(..) {
             if let Some(slot) = self.cache.get_mut(&key) {
                 slot.dirty = false;
+                slot.replaced = false;
+                if let Some(log) = slot.staged.take() {
+                    slot.log = log;
+                }
+                if let Some(value) = &mut slot.value {
+                    value.mark_committed();
+                }
             }
         }
         Ok(())
@@ -394,12 +506,13 @@ impl<S: StateCodec> KeyValueStore<S> {
     /// What a task restored from the changelog right after this store's next commit starts
     /// from — a new in-memory store holding the committed state plus this store's uncommitted
     /// changes, through their encoding as the changelog carries them — and how many keys that
-    /// commit writes to the changelog. This store is left as it is.
-    pub fn restored_after_commit(&self) -> Result<(Self, usize), StoreError> {
-        let mut committed: HashMap<Box<[u8]>, Vec<u8>> = match &self.backend {
+    /// commit writes to the changelog. This store's values and commit state are left as they
+    /// are.
+    pub fn restored_after_commit(&mut self) -> Result<(Self, usize), StoreError> {
+        let mut committed: BTreeMap<Box<[u8]>, Vec<u8>> = match &self.backend {
             Backend::Memory(map) => map.clone(),
             Backend::Sled(tree) => {
-                let mut map = HashMap::new();
+                let mut map = BTreeMap::new();
                 for entry in tree.tree.scan_prefix([DATA_PREFIX]) {
                     let (key, value) = entry.map_err(|e| tree.error(e))?;
                     map.insert(Box::from(&key[1..]), value.to_vec());
@@ -420,96 +533,4 @@ impl<S: StateCodec> KeyValueStore<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open_store(dir: &Path) -> KeyValueStore<u64> {
-        let state = StateDir::open(dir, "app").expect("open state dir");
-        KeyValueStore::persistent(state.task_tree("counts", 0).expect("tree"))
-    }
-
-    #[test]
-    fn committed_changes_survive_a_reopen_and_rolled_back_ones_do_not() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut store = open_store(dir.path());
-            store.put(b"a", 1).expect("put");
-            store.put(b"b", 2).expect("put");
-            let changes = store.dirty_changes();
-            assert_eq!(changes.len(), 2);
-            store.commit(&changes, Some(7)).expect("commit");
-            assert_eq!(store.dirty_len(), 0);
-
-            *store.get_mut(b"a").expect("get").expect("present") += 10;
-            store.delete(b"b").expect("delete");
-            assert_eq!(store.get(b"a").expect("get"), Some(&11));
-            store.rollback();
-            assert_eq!(
-                store.get(b"a").expect("get"),
-                Some(&1),
-                "rollback restores the committed value"
-            );
-            assert_eq!(store.get(b"b").expect("get"), Some(&2));
-        }
-        let mut reopened = open_store(dir.path());
-        assert_eq!(reopened.get(b"a").expect("get"), Some(&1));
-        let Backend::Sled(tree) = &reopened.backend else {
-            panic!("persistent store")
-        };
-        assert_eq!(tree.checkpoint().expect("checkpoint"), Some(7));
-    }
-
-    #[test]
-    fn deletes_become_tombstones_and_remove_the_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let mut store = open_store(dir.path());
-            store.put(b"k", 5).expect("put");
-            let changes = store.dirty_changes();
-            store.commit(&changes, Some(1)).expect("commit");
-            store.delete(b"k").expect("delete");
-            let changes = store.dirty_changes();
-            assert_eq!(changes, vec![(Box::from(&b"k"[..]), None)]);
-            store.commit(&changes, Some(2)).expect("commit");
-        }
-        let mut reopened = open_store(dir.path());
-        assert_eq!(reopened.get(b"k").expect("get"), None);
-    }
-
-    #[test]
-    fn a_value_that_does_not_decode_is_reported_as_corruption_not_a_panic() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = StateDir::open(dir.path(), "app").expect("open");
-        let tree = state.task_tree("counts", 3).expect("tree");
-        tree.apply([(&b"x"[..], Some(&b"short"[..]))], None)
-            .expect("apply");
-        let mut store = KeyValueStore::<u64>::persistent(tree);
-        let error = store.get(b"x").expect_err("5 bytes are not a u64");
-        assert!(
-            error.to_string().contains("delete the state dir"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_store_restored_after_a_commit_holds_the_committed_and_the_uncommitted_values() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = open_store(dir.path());
-        store.put(b"kept", 1).expect("put");
-        store.put(b"gone", 2).expect("put");
-        let changes = store.dirty_changes();
-        store.commit(&changes, Some(1)).expect("commit");
-        store.put(b"new", 3).expect("put");
-        store.delete(b"gone").expect("delete");
-
-        let (mut restored, written) = store.restored_after_commit().expect("restore");
-        assert_eq!(
-            written, 2,
-            "the next commit writes `new` and a tombstone for `gone`"
-        );
-        assert_eq!(restored.get(b"kept").expect("get"), Some(&1));
-        assert_eq!(restored.get(b"new").expect("get"), Some(&3));
-        assert_eq!(restored.get(b"gone").expect("get"), None);
-        assert_eq!(store.dirty_len(), 2, "the original store is untouched");
-    }
-}
+mod tests;

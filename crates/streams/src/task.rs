@@ -54,10 +54,6 @@ impl<P: Processor> StreamTask<P> {
         self.id
     }
 
-    pub(crate) fn store(&self) -> &KeyValueStore<P::State> {
-        &self.store
-    }
-
     pub(crate) fn store_mut(&mut self) -> &mut KeyValueStore<P::State> {
         &mut self.store
     }
@@ -251,10 +247,10 @@ impl<P: Processor> Tasks<P> {
     }
 
     /// The first step of a commit: every task's state changes, encoded (for the changelog).
-    pub(crate) fn prepare_commit(&self) -> StagedChanges {
+    pub(crate) fn prepare_commit(&mut self) -> StagedChanges {
         self.tasks
-            .values()
-            .map(|task| (task.id(), task.store().dirty_changes()))
+            .values_mut()
+            .map(|task| (task.id(), task.store_mut().dirty_changes()))
             .collect()
     }
 
@@ -322,7 +318,7 @@ mod tests {
             matches!(task.process(&record(11, None), &mut out), Ok(Outcome::Rejected(r)) if r.code == "missing_key")
         );
         assert_eq!(task.positions(), &[("in".to_owned(), 12)]);
-        let changes = task.store().dirty_changes();
+        let changes = task.store_mut().dirty_changes();
         task.store_mut().commit(&changes, None).expect("commit");
         task.committed();
         assert!(!task.has_uncommitted_progress());

@@ -61,6 +61,9 @@ pub(crate) struct CountWindow {
     /// `1.0 / len`, for the statistics.
     inv_len: f64,
     pub(crate) moments: Moments,
+    /// Prices pushed since the last commit, up to `size` (the change log's share of the
+    /// window: those newest prices, see `changes.rs`).
+    pub(crate) pushed: u32,
 }
 
 impl CountWindow {
@@ -73,6 +76,7 @@ impl CountWindow {
             lap_max: f64::NEG_INFINITY,
             inv_len: f64::INFINITY,
             moments: Moments::default(),
+            pushed: 0,
         }
     }
 
@@ -97,6 +101,11 @@ impl CountWindow {
         };
         let (newer, older) = self.slots.split_at(split);
         older.iter().chain(newer).map(|s| s.price)
+    }
+
+    /// The window's size N.
+    pub(crate) fn size(&self) -> u32 {
+        self.size
     }
 
     #[inline(always)]
@@ -178,6 +187,7 @@ impl CountWindow {
             moments.remove(old);
         }
         moments.add(x);
+        self.pushed = (self.pushed + 1).min(self.size);
         let (min, max) = self.extremes();
         if moments.needs_rebuild(self.len(), min == max) {
             let (n, flat) = (self.len(), (min == max).then_some(min));

@@ -236,7 +236,7 @@ impl SymbolWindows {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -244,20 +244,25 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_moments(out: &mut Vec<u8>, m: &Moments) {
+pub(crate) fn put_moments(out: &mut Vec<u8>, m: &Moments) {
     for v in [m.kh, m.kl, m.s1, m.c1, m.s2, m.c2, m.peak2] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     put_varint(out, m.removed);
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl Reader<'_> {
-    fn corrupt(&self, field: &'static str, offset: usize, reason: &'static str) -> SnapshotError {
+    pub(crate) fn corrupt(
+        &self,
+        field: &'static str,
+        offset: usize,
+        reason: &'static str,
+    ) -> SnapshotError {
         SnapshotError::Corrupt {
             field,
             offset,
@@ -266,7 +271,7 @@ impl Reader<'_> {
     }
 
     /// Fails unless `n` more bytes are available.
-    fn need(&self, n: usize) -> Result<(), SnapshotError> {
+    pub(crate) fn need(&self, n: usize) -> Result<(), SnapshotError> {
         let left = self.bytes.len() - self.pos;
         if n > left {
             Err(SnapshotError::Truncated {
@@ -286,19 +291,19 @@ impl Reader<'_> {
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, SnapshotError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, SnapshotError> {
         Ok(self.take::<1>()?[0])
     }
 
-    fn u64(&mut self) -> Result<u64, SnapshotError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, SnapshotError> {
         Ok(u64::from_le_bytes(self.take()?))
     }
 
-    fn f64(&mut self) -> Result<f64, SnapshotError> {
+    pub(crate) fn f64(&mut self) -> Result<f64, SnapshotError> {
         Ok(f64::from_le_bytes(self.take()?))
     }
 
-    fn price(&mut self) -> Result<f64, SnapshotError> {
+    pub(crate) fn price(&mut self) -> Result<f64, SnapshotError> {
         let at = self.pos;
         let p = self.f64()?;
         if Rejection::check_price(p).is_some() {
@@ -307,7 +312,7 @@ impl Reader<'_> {
         Ok(p)
     }
 
-    fn varint(&mut self) -> Result<u64, SnapshotError> {
+    pub(crate) fn varint(&mut self) -> Result<u64, SnapshotError> {
         let at = self.pos;
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -324,7 +329,7 @@ impl Reader<'_> {
         Err(self.corrupt("varint", at, "longer than 64 bits"))
     }
 
-    fn moments(&mut self) -> Result<Moments, SnapshotError> {
+    pub(crate) fn moments(&mut self) -> Result<Moments, SnapshotError> {
         let at = self.pos;
         let m = Moments {
             kh: self.f64()?,
@@ -346,7 +351,7 @@ impl Reader<'_> {
         })
     }
 
-    fn finish(&self) -> Result<(), SnapshotError> {
+    pub(crate) fn finish(&self) -> Result<(), SnapshotError> {
         match self.bytes.len() - self.pos {
             0 => Ok(()),
             extra => Err(SnapshotError::TrailingBytes { extra }),

@@ -29,6 +29,12 @@ pub(crate) struct TimeWindow {
     /// Positions whose price is above every later price (front: the maximum).
     maxs: VecDeque<u64>,
     pub(crate) moments: Moments,
+    /// Since the last commit (the change log, see `changes.rs`): how many entries at the back
+    /// are new, how many committed ones were evicted from the front, and whether a late tick
+    /// went in among the committed entries (then only a whole snapshot says what changed).
+    pub(crate) appended: usize,
+    pub(crate) evicted: u64,
+    pub(crate) reordered: bool,
 }
 
 /// Which extreme a deque tracks: `keeps(a, b)` says whether an earlier `a` stays in the deque
@@ -58,6 +64,9 @@ impl TimeWindow {
             mins: VecDeque::new(),
             maxs: VecDeque::new(),
             moments: Moments::default(),
+            appended: 0,
+            evicted: 0,
+            reordered: false,
         }
     }
 
@@ -81,6 +90,11 @@ impl TimeWindow {
         self.buf.iter().copied()
     }
 
+    /// The window's span in milliseconds.
+    pub(crate) fn span_ms(&self) -> i64 {
+        self.span_ms
+    }
+
     /// Folds in an accepted tick. `newest_ts` is the symbol's newest event time including
     /// this tick; the window is `(newest_ts - span, newest_ts]`, and a late tick at or before
     /// its start is not part of it.
@@ -93,6 +107,12 @@ impl TimeWindow {
         while let Some(&front) = self.buf.front() {
             if i128::from(front.ts) > start {
                 break;
+            }
+            // The oldest entry is a committed one unless every entry is new.
+            if self.buf.len() > self.appended {
+                self.evicted += 1;
+            } else {
+                self.appended -= 1;
             }
             self.buf.pop_front();
             moments.remove(front.price);
@@ -116,6 +136,7 @@ impl TimeWindow {
             } else {
                 self.insert_late(ts, x);
             }
+            self.appended += 1;
             moments.add(x);
         }
         // The buffer is never empty here in practice: the newest tick is always in the window.
@@ -136,6 +157,10 @@ impl TimeWindow {
         let mut i = self.buf.len();
         while i > 0 && self.buf[i - 1].ts > ts {
             i -= 1;
+        }
+        // Among the committed entries: the change log cannot say it (see `changes.rs`).
+        if i < self.buf.len() - self.appended {
+            self.reordered = true;
         }
         self.buf.insert(i, Entry { ts, price: x });
         let pos = self.base + i as u64;

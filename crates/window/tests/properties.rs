@@ -159,6 +159,52 @@ proptest! {
         prop_assert_eq!(restored.snapshot(), uninterrupted.snapshot());
     }
 
+    /// Commits at random ticks, each writing the changes since the previous one (or a whole
+    /// snapshot when they cannot be said as changes): the last snapshot with its changes
+    /// applied in order is, at every commit, the live state — and continues as it would.
+    #[test]
+    fn logged_changes_restore_bit_identically(
+        config in configs(),
+        (start, moves) in stream(),
+        commits in prop::collection::vec(any::<bool>(), 0..400),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let ticks = ticks(start, &moves);
+        let cut = cut.index(ticks.len() + 1);
+        let mut live = SymbolWindows::new(Arc::clone(&config));
+        let mut snapshot = live.snapshot();
+        let mut log: Vec<Vec<u8>> = Vec::new();
+        let mut buf = Vec::new();
+        for (i, &tick) in ticks[..cut].iter().enumerate() {
+            let _ = live.update(tick);
+            if commits.get(i).copied().unwrap_or(i % 7 == 0) || i + 1 == cut {
+                buf.clear();
+                if live.changes_into(&mut buf) {
+                    log.push(buf.clone());
+                } else {
+                    snapshot = live.snapshot();
+                    log.clear();
+                }
+                live.mark_committed();
+                let mut restored = SymbolWindows::restore(Arc::clone(&config), &snapshot)
+                    .expect("own snapshot");
+                for change in &log {
+                    restored.apply_changes(change).expect("own changes");
+                }
+                prop_assert_eq!(restored.snapshot(), live.snapshot(), "at commit after tick {}", i);
+            }
+        }
+        let mut restored = SymbolWindows::restore(Arc::clone(&config), &snapshot).expect("own snapshot");
+        for change in &log {
+            restored.apply_changes(change).expect("own changes");
+        }
+        for &tick in &ticks[cut..] {
+            let a = outcome_bits(&mut live, tick);
+            let b = outcome_bits(&mut restored, tick);
+            prop_assert_eq!(a, b, "after restoring at tick {}", cut);
+        }
+    }
+
     #[test]
     fn rejected_ticks_change_nothing(config in configs(), (start, moves) in stream()) {
         let mut state = SymbolWindows::new(config);

@@ -197,7 +197,7 @@ impl<P: Processor> TaskManager<P> {
         self.tasks.punctuate_wall_clock(now_ms, collector)
     }
 
-    pub(crate) fn prepare_commit(&self) -> StagedChanges {
+    pub(crate) fn prepare_commit(&mut self) -> StagedChanges {
         self.tasks.prepare_commit()
     }
 

@@ -1,0 +1,225 @@
+//! The change log of a symbol's state: what changed since the last commit, as bytes a restore
+//! applies on top of the last snapshot — so a commit writes a few ticks and the sums instead
+//! of every window's contents. The format is documented in the crate docs ("Change format").
+//!
+//! What a change record can say: the newest event time and last price, every window's sums
+//! (bit for bit, as in a snapshot), the newest prices of each count window, and for each time
+//! window how many of its oldest entries left and which entries arrived at its newest end.
+//! A late tick that went in among entries an earlier commit had already written cannot be
+//! said that way: [`SymbolWindows::changes_into`] then answers `false`, and the caller writes
+//! a whole snapshot instead.
+
+use crate::count::CountWindow;
+use crate::snapshot::{Reader, SnapshotError, put_moments, put_varint};
+use crate::spec::WindowKind;
+use crate::symbol::{Last, SymbolWindows, Window};
+use crate::tick::Rejection;
+use crate::time::{Entry, TimeWindow};
+
+const MAGIC: [u8; 2] = *b"TD";
+/// The change format this build writes and reads.
+pub const CHANGES_VERSION: u8 = 1;
+
+impl SymbolWindows {
+    /// Appends what changed since the last [`Self::mark_committed`] (or restore) to `out`
+    /// and returns `true`; or leaves `out` as it was and returns `false` when only a whole
+    /// [`Self::snapshot`] can express it (a late tick placed among already-committed entries
+    /// of a time window, or no tick accepted at all).
+    pub fn changes_into(&self, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        let Some(last) = self.last else {
+            return false;
+        };
+        out.extend_from_slice(&MAGIC);
+        out.push(CHANGES_VERSION);
+        out.extend_from_slice(&self.config().fingerprint().to_le_bytes());
+        out.extend_from_slice(&last.newest_ts.to_le_bytes());
+        out.extend_from_slice(&last.price.to_le_bytes());
+        for w in self.windows.iter() {
+            match w {
+                Window::Count(w) => {
+                    put_moments(out, &w.moments);
+                    let new = (w.pushed as usize).min(w.len());
+                    put_varint(out, new as u64);
+                    for p in w.prices().skip(w.len() - new) {
+                        out.extend_from_slice(&p.to_le_bytes());
+                    }
+                }
+                Window::Time(w) => {
+                    if w.reordered {
+                        out.truncate(start);
+                        return false;
+                    }
+                    put_moments(out, &w.moments);
+                    put_varint(out, w.evicted);
+                    let new = w.appended.min(w.len());
+                    put_varint(out, new as u64);
+                    let mut prev = last.newest_ts;
+                    for (i, e) in w.entries().skip(w.len() - new).enumerate() {
+                        // As in a snapshot: the first relative to the newest, then ascending.
+                        let delta = if i == 0 {
+                            prev.abs_diff(e.ts)
+                        } else {
+                            e.ts.abs_diff(prev)
+                        };
+                        put_varint(out, delta);
+                        out.extend_from_slice(&e.price.to_le_bytes());
+                        prev = e.ts;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// The state is committed as it is now: the next [`Self::changes_into`] starts from here.
+    pub fn mark_committed(&mut self) {
+        for w in self.windows.iter_mut() {
+            match w {
+                Window::Count(w) => w.pushed = 0,
+                Window::Time(w) => {
+                    w.appended = 0;
+                    w.evicted = 0;
+                    w.reordered = false;
+                }
+            }
+        }
+    }
+
+    /// Applies a change record written by [`Self::changes_into`] of the state this one was
+    /// restored from. The result continues bit-identically, as a snapshot taken at that
+    /// commit would. Changes that do not fit this state (another configuration, more
+    /// evictions than entries, entries out of order or outside the window) are refused and
+    /// leave the state as it was.
+    pub fn apply_changes(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let magic = [r.u8()?, r.u8()?];
+        if magic != MAGIC {
+            return Err(SnapshotError::BadMagic { found: magic });
+        }
+        let version = r.u8()?;
+        if version != CHANGES_VERSION {
+            return Err(SnapshotError::UnknownVersion {
+                found: version,
+                supported: &[CHANGES_VERSION],
+            });
+        }
+        let fingerprint = r.u64()?;
+        if fingerprint != self.config().fingerprint() {
+            return Err(SnapshotError::ConfigMismatch {
+                snapshot: fingerprint,
+                current: self.config().fingerprint(),
+            });
+        }
+        let newest_ts = r.u64()? as i64;
+        if self.last.is_some_and(|l| newest_ts < l.newest_ts) {
+            return Err(r.corrupt("newest_ts", r.pos - 8, "older than the state's"));
+        }
+        let at = r.pos;
+        let price = r.f64()?;
+        if Rejection::check_price(price).is_some() {
+            return Err(r.corrupt("last_price", at, "not a valid price"));
+        }
+        let mut windows = Vec::with_capacity(self.windows.len());
+        for (spec, old) in self.config().windows().iter().zip(self.windows.iter()) {
+            let moments = r.moments()?;
+            let window = match (spec.kind(), old) {
+                (WindowKind::Count { .. }, Window::Count(old)) => {
+                    Window::Count(count_changes(&mut r, old, moments)?)
+                }
+                (WindowKind::Time { .. }, Window::Time(old)) => {
+                    Window::Time(Box::new(time_changes(&mut r, old, newest_ts, moments)?))
+                }
+                _ => unreachable!("windows are built from the same configuration"),
+            };
+            windows.push(window);
+        }
+        r.finish()?;
+        self.windows = windows.into_boxed_slice();
+        self.last = Some(Last { newest_ts, price });
+        Ok(())
+    }
+}
+
+/// `old` with the change record's newest prices pushed in (evicting the oldest) and `moments`.
+fn count_changes(
+    r: &mut Reader<'_>,
+    old: &CountWindow,
+    moments: crate::moments::Moments,
+) -> Result<CountWindow, SnapshotError> {
+    let at = r.pos;
+    let new = r.varint()?;
+    if new > u64::from(old.size()) {
+        return Err(r.corrupt("count window changes", at, "exceeds the window size"));
+    }
+    r.need(new as usize * 8)?;
+    let mut window = CountWindow::new(old.size());
+    // The newest `size` of the old prices followed by the new ones.
+    let keep = old.len().min(old.size() as usize - new as usize);
+    for p in old.prices().skip(old.len() - keep) {
+        window.restore_price(p);
+    }
+    for _ in 0..new {
+        window.restore_price(r.price()?);
+    }
+    window.moments = moments;
+    Ok(window)
+}
+
+/// `old` without the change record's evicted entries, with its new ones, and `moments`.
+fn time_changes(
+    r: &mut Reader<'_>,
+    old: &TimeWindow,
+    newest_ts: i64,
+    moments: crate::moments::Moments,
+) -> Result<TimeWindow, SnapshotError> {
+    let at = r.pos;
+    let evicted = r.varint()?;
+    if evicted > old.len() as u64 {
+        return Err(r.corrupt("time window evictions", at, "more than the window holds"));
+    }
+    let at = r.pos;
+    let new = usize::try_from(r.varint()?).unwrap_or(usize::MAX);
+    // Each entry takes at least 9 bytes: bound the allocation by the input.
+    r.need(new.saturating_mul(9))?;
+    let start = i128::from(newest_ts) - i128::from(old.span_ms());
+    let mut entries: Vec<Entry> = old.entries().skip(evicted as usize).collect();
+    if entries.first().is_some_and(|e| i128::from(e.ts) <= start) {
+        return Err(r.corrupt(
+            "time window evictions",
+            at,
+            "entries left outside the window",
+        ));
+    }
+    entries.reserve(new);
+    let mut prev = newest_ts;
+    for i in 0..new {
+        let at = r.pos;
+        let delta = r.varint()?;
+        let ts = if i == 0 {
+            newest_ts.checked_sub_unsigned(delta)
+        } else {
+            prev.checked_add_unsigned(delta)
+        };
+        let in_order = |ts: i64| entries.last().is_none_or(|e| e.ts <= ts);
+        let ts = match ts {
+            Some(ts) if i128::from(ts) > start && ts <= newest_ts && in_order(ts) => ts,
+            _ => {
+                return Err(r.corrupt(
+                    "time window event time",
+                    at,
+                    "outside the window or out of order",
+                ));
+            }
+        };
+        entries.push(Entry {
+            ts,
+            price: r.price()?,
+        });
+        prev = ts;
+    }
+    Ok(TimeWindow::restore(old.span_ms(), entries, moments))
+}
+
+#[cfg(test)]
+mod tests;
