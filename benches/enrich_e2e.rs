@@ -29,6 +29,7 @@
 //!
 //! With `TICKSTREAM_BENCH_BASELINE=/path/to/tickstream` (a release binary of an earlier
 //! commit) the keyed run is repeated with that binary, same topic, same run: the "before".
+//! `TICKSTREAM_BENCH_SYMBOLS` (default `10,10000`) sets the symbol counts.
 //!
 //! Both rates count from the first committed record to the commit covering the last one
 //! (start-up and group join excluded). Peak RSS is enrich's `VmHWM` at the end.
@@ -66,7 +67,12 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut pipes = Vec::new();
-    for symbols in [10, 10_000] {
+    let counts = std::env::var("TICKSTREAM_BENCH_SYMBOLS").unwrap_or_else(|_| "10,10000".into());
+    for symbols in counts.split(',').map(|n| {
+        n.trim()
+            .parse::<usize>()
+            .expect("TICKSTREAM_BENCH_SYMBOLS: symbol counts, comma-separated")
+    }) {
         let name = format!("bench-e2e-{symbols}-{run_id}");
         let raw = format!("{name}.raw");
         support::create_topic(&brokers, &raw, PARTITIONS);

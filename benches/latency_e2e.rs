@@ -13,7 +13,9 @@
 //! `WARM_UP` of ticks is not counted. `TICKSTREAM_BENCH_LATENCY_SECS` (default 30) sets how
 //! long each rate is measured, `TICKSTREAM_BENCH_RATES` (default `1000,20000`) the rates in
 //! ticks/s. Without `--bench` (as `cargo test --all-targets` runs it) it runs 3 s at 200
-//! ticks/s and checks that documents of both kinds arrived, if the services are up.
+//! ticks/s and checks that documents of both kinds arrived, if the services are up. With
+//! `TICKSTREAM_BENCH_LATENCY_DUMP=DIR` every counted sample is written to
+//! `DIR/<rate>-{raw,analytics}.tsv` (`ts`, latency in ms), to see when the tail happens.
 
 mod support;
 
@@ -64,6 +66,20 @@ fn main() {
     for rate in rates {
         let run = Run::new(dir.path(), &brokers, &mongodb_uri, rate);
         let (raw, analytics) = runtime.block_on(run.measure(Duration::from_secs(seconds)));
+        if let Ok(dir) = std::env::var("TICKSTREAM_BENCH_LATENCY_DUMP") {
+            for (kind, samples) in [("raw", &raw), ("analytics", &analytics)] {
+                let lines: String = samples
+                    .iter()
+                    .map(|(ts, latency)| format!("{ts}\t{latency}\n"))
+                    .collect();
+                let path = Path::new(&dir).join(format!("{rate}-{kind}.tsv"));
+                std::fs::write(&path, lines).expect("write the latency samples");
+            }
+        }
+        let (raw, analytics): (Vec<i64>, Vec<i64>) = (
+            raw.into_iter().map(|(_, latency)| latency).collect(),
+            analytics.into_iter().map(|(_, latency)| latency).collect(),
+        );
         if measuring {
             println!(
                 "| {rate} | {} | {} | {} |",
@@ -145,8 +161,8 @@ commit_interval = "100ms"
     }
 
     /// Starts the three processes, measures for `length` after the warm-up, stops them and
-    /// returns the latencies (ms) of raw prices and of moving averages.
-    async fn measure(&self, length: Duration) -> (Vec<i64>, Vec<i64>) {
+    /// returns `(ts, latency ms)` of raw prices and of moving averages.
+    async fn measure(&self, length: Duration) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
         let client = mongodb::Client::with_uri_str(&self.mongodb_uri)
             .await
             .expect("a MongoDB client");
@@ -188,11 +204,10 @@ commit_interval = "100ms"
         tokio::time::sleep(Duration::from_secs(2)).await;
         support::stop(&mut enrich);
         support::stop(&mut sink);
-        let within = |samples: Vec<(i64, i64)>| -> Vec<i64> {
+        let within = |samples: Vec<(i64, i64)>| -> Vec<(i64, i64)> {
             samples
                 .into_iter()
                 .filter(|(ts, _)| (counted_from..counted_until).contains(ts))
-                .map(|(_, latency)| latency)
                 .collect()
         };
         let raw = within(finish(stop_raw, raw).await);

@@ -17,12 +17,12 @@
 //! with `0xff` and its 4-byte generation; a value without that prefix was written before the
 //! store logged changes and counts as generation 0) and up to [`MAX_CHANGES`] change records
 //! under `key ++ [0, n]` (so its keys must not contain a NUL byte), each prefixed with the
-//! generation of the whole value it applies to. A commit
-//! writes a change record while there are fewer than `MAX_CHANGES` and their bytes stay below
-//! the whole value's; otherwise it writes the whole value again under the next generation. A
-//! read applies the whole value's own changes in order and ignores older generations' (which
-//! later commits overwrite): sled and the compacted changelog hold at most `1 + MAX_CHANGES`
-//! records per key, and restoring reads at most about twice the whole value.
+//! generation of the whole value it applies to. A commit writes a change record while there
+//! are fewer than `MAX_CHANGES` and their bytes stay within four times the whole value's;
+//! otherwise it writes the whole value again under the next generation. A read applies the
+//! whole value's own changes in order and ignores older generations' (which later commits
+//! overwrite): sled and the compacted changelog hold at most `1 + MAX_CHANGES` records per
+//! key, and restoring reads at most about five times the whole value.
 //!
 //! The cache keeps every key the task has touched (clean entries are never evicted): right for
 //! tickstream's per-symbol state, whose key space is the symbol list. A bounded cache would be

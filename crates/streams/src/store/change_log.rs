@@ -4,9 +4,15 @@
 use super::{Backend, Change, Logged, StateCodec, StoreError};
 
 /// How many change records a key may have after its whole value; then the whole value is
-/// written again. With the byte rule (changes never outweigh the whole value) it bounds what
-/// a key holds in sled and in the compacted changelog: one whole value and this many changes.
+/// written again. With [`CHANGE_BYTES_PER_WHOLE_BYTE`] it bounds what a key holds in sled and
+/// in the compacted changelog: one whole value and this many changes.
 pub(super) const MAX_CHANGES: u8 = 16;
+
+/// The changes after a whole value may add up to this many times its size; then the whole
+/// value is written again. A restore reads at most `1 +` this many times a whole value per
+/// key; a commit writes, amortised, about `whole / MAX_CHANGES + change` bytes per key where it
+/// wrote `whole` before (with a 440-byte window state and 164-byte changes: 191 bytes).
+const CHANGE_BYTES_PER_WHOLE_BYTE: usize = 4;
 
 /// Where a change-logging key stands: the generation of its last whole value (changes of
 /// older generations are stale), how many changes followed it, and their size against its.
@@ -143,7 +149,9 @@ pub(super) fn stage<S: StateCodec>(
     match logged {
         Logged::Unchanged => log,
         Logged::Changes
-            if log.changes < MAX_CHANGES && log.change_bytes + bytes.len() <= log.whole_bytes =>
+            if log.changes < MAX_CHANGES
+                && log.change_bytes + bytes.len()
+                    <= log.whole_bytes * CHANGE_BYTES_PER_WHOLE_BYTE =>
         {
             let change_bytes = log.change_bytes + bytes.len();
             changes.push((change_key(key, log.changes), Some(bytes)));
