@@ -15,7 +15,8 @@
 //! ticks/s. Without `--bench` (as `cargo test --all-targets` runs it) it runs 3 s at 200
 //! ticks/s and checks that documents of both kinds arrived, if the services are up. With
 //! `TICKSTREAM_BENCH_LATENCY_DUMP=DIR` every counted sample is written to
-//! `DIR/<rate>-{raw,analytics}.tsv` (`ts`, latency in ms), to see when the tail happens.
+//! `DIR/<rate>-{raw,analytics}.tsv` (`ts`; ms from `ts` to the change stream's event and to
+//! mongod's write of the document, its `wallTime`), to see when and where the tail happens.
 
 mod support;
 
@@ -70,15 +71,15 @@ fn main() {
             for (kind, samples) in [("raw", &raw), ("analytics", &analytics)] {
                 let lines: String = samples
                     .iter()
-                    .map(|(ts, latency)| format!("{ts}\t{latency}\n"))
+                    .map(|s| format!("{}\t{}\t{}\n", s.ts, s.latency, s.written))
                     .collect();
                 let path = Path::new(&dir).join(format!("{rate}-{kind}.tsv"));
                 std::fs::write(&path, lines).expect("write the latency samples");
             }
         }
         let (raw, analytics): (Vec<i64>, Vec<i64>) = (
-            raw.into_iter().map(|(_, latency)| latency).collect(),
-            analytics.into_iter().map(|(_, latency)| latency).collect(),
+            raw.into_iter().map(|s| s.latency).collect(),
+            analytics.into_iter().map(|s| s.latency).collect(),
         );
         if measuring {
             println!(
@@ -106,6 +107,9 @@ fn main() {
 /// One rate's deployment: its own topics, database and state dirs.
 struct Run {
     name: String,
+    rate: u32,
+    /// `TICKSTREAM_BENCH_LATENCY_DUMP`: where the samples go.
+    dump: Option<std::path::PathBuf>,
     topology: std::path::PathBuf,
     state: std::path::PathBuf,
     brokers: String,
@@ -154,6 +158,8 @@ commit_interval = "100ms"
         Self {
             state: dir.join(format!("{name}-state")),
             name,
+            rate,
+            dump: std::env::var_os("TICKSTREAM_BENCH_LATENCY_DUMP").map(Into::into),
             topology,
             brokers: brokers.to_owned(),
             mongodb_uri: mongodb_uri.to_owned(),
@@ -161,8 +167,8 @@ commit_interval = "100ms"
     }
 
     /// Starts the three processes, measures for `length` after the warm-up, stops them and
-    /// returns `(ts, latency ms)` of raw prices and of moving averages.
-    async fn measure(&self, length: Duration) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    /// returns the samples of raw prices and of moving averages.
+    async fn measure(&self, length: Duration) -> (Vec<Sample>, Vec<Sample>) {
         let client = mongodb::Client::with_uri_str(&self.mongodb_uri)
             .await
             .expect("a MongoDB client");
@@ -189,6 +195,10 @@ commit_interval = "100ms"
         wait_ready(enrich_addr, &mut enrich, "enrich").await;
         wait_ready(sink_addr, &mut sink, "sink").await;
         let counted_from = tickstream_model::clock::now_ms() + WARM_UP.as_millis() as i64;
+        let kafka_watch = self
+            .dump
+            .is_some()
+            .then(|| watch_kafka(&self.brokers, &format!("{}.raw", self.name)));
         let mut ingest = self.start("ingest", ingest_addr, |_| {});
         tokio::time::sleep(WARM_UP + length).await;
         let counted_until = tickstream_model::clock::now_ms();
@@ -204,12 +214,23 @@ commit_interval = "100ms"
         tokio::time::sleep(Duration::from_secs(2)).await;
         support::stop(&mut enrich);
         support::stop(&mut sink);
-        let within = |samples: Vec<(i64, i64)>| -> Vec<(i64, i64)> {
+        let within = |samples: Vec<Sample>| -> Vec<Sample> {
             samples
                 .into_iter()
-                .filter(|(ts, _)| (counted_from..counted_until).contains(ts))
+                .filter(|s| (counted_from..counted_until).contains(&s.ts))
                 .collect()
         };
+        if let (Some((stop, watcher)), Some(dir)) = (kafka_watch, &self.dump) {
+            let _ = stop.send(());
+            let seen = watcher.join().expect("the Kafka watcher");
+            let lines: String = seen
+                .iter()
+                .filter(|(ts, _)| (counted_from..counted_until).contains(ts))
+                .map(|(ts, latency)| format!("{ts}\t{latency}\n"))
+                .collect();
+            std::fs::write(dir.join(format!("{}-kafka.tsv", self.rate)), lines)
+                .expect("write the Kafka samples");
+        }
         let raw = within(finish(stop_raw, raw).await);
         let analytics = within(finish(stop_analytics, analytics).await);
         database.drop().await.expect("drop the bench database");
@@ -246,9 +267,18 @@ commit_interval = "100ms"
     }
 }
 
-type Samples = tokio::task::JoinHandle<Vec<(i64, i64)>>;
+/// One document seen: its `ts`, when the change stream handed it over and when mongod wrote
+/// it, both as ms after `ts`.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ts: i64,
+    latency: i64,
+    written: i64,
+}
 
-/// Follows the inserts into `collection`: `(ts, latency ms)` of each, until told to stop.
+type Samples = tokio::task::JoinHandle<Vec<Sample>>;
+
+/// Follows the inserts into `collection`, until told to stop.
 async fn follow(collection: mongodb::Collection<Document>) -> (oneshot::Sender<()>, Samples) {
     let mut stream = collection
         .watch()
@@ -256,7 +286,7 @@ async fn follow(collection: mongodb::Collection<Document>) -> (oneshot::Sender<(
         .expect("a change stream (mongod must run as a replica set)");
     let (stop, mut stopped) = oneshot::channel();
     let samples = tokio::spawn(async move {
-        let mut samples = Vec::new();
+        let mut samples: Vec<Sample> = Vec::new();
         loop {
             let event: ChangeStreamEvent<Document> = tokio::select! {
                 _ = &mut stopped => break,
@@ -272,7 +302,15 @@ async fn follow(collection: mongodb::Collection<Document>) -> (oneshot::Sender<(
                 .as_ref()
                 .and_then(|d| d.get_datetime("ts").ok())
             {
-                samples.push((ts.timestamp_millis(), seen - ts.timestamp_millis()));
+                let ts = ts.timestamp_millis();
+                // mongod's clock when it wrote the change: splits the latency into the
+                // pipeline's part (up to the write) and the change stream's (after it).
+                let written = event.wall_time.map_or(seen, |t| t.timestamp_millis());
+                samples.push(Sample {
+                    ts,
+                    latency: seen - ts,
+                    written: written - ts,
+                });
             }
         }
         samples
@@ -280,9 +318,44 @@ async fn follow(collection: mongodb::Collection<Document>) -> (oneshot::Sender<(
     (stop, samples)
 }
 
-async fn finish(stop: oneshot::Sender<()>, samples: Samples) -> Vec<(i64, i64)> {
+async fn finish(stop: oneshot::Sender<()>, samples: Samples) -> Vec<Sample> {
     let _ = stop.send(());
     samples.await.expect("the change stream reader")
+}
+
+/// With the dump on: when each raw record becomes readable (`read_committed`) on Kafka, as
+/// `(CreateTime, ms after it)` — the ingest → Kafka part of the raw latency.
+fn watch_kafka(
+    brokers: &str,
+    topic: &str,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Vec<(i64, i64)>>,
+) {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-latency-watch"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("a consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let (stop, stopped) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while stopped.try_recv().is_err() {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(50))
+                && let Some(created) = message.timestamp().to_millis()
+            {
+                seen.push((created, tickstream_model::clock::now_ms() - created));
+            }
+        }
+        seen
+    });
+    (stop, watcher)
 }
 
 /// p50, p99 and max of latencies in ms.

@@ -46,6 +46,11 @@ const IDLE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const IDLE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most this often, offsets whose commit failed are committed again.
 const RECOMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Offsets of written batches are committed at most this often (and at exit), not after every
+/// write: under latency-first batching a write can take a few ms, and one offset commit per
+/// write cost the broker more CPU than the records did (issue 16). After a crash at most this
+/// much more is read again, and the documents' `_id`s make those writes duplicates.
+const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How the loop batches, retries and stops (the transport-free part of the sink's settings).
 #[derive(Debug, Clone)]
@@ -85,6 +90,9 @@ struct Progress {
     written: HashMap<PartitionKey, i64>,
     last_contact: Instant,
     last_recommit: Instant,
+    /// `written` moved on since the last commit, which was at `last_commit`.
+    commit_pending: bool,
+    last_commit: Instant,
 }
 
 impl<I: SinkInput> SinkLoop<I> {
@@ -128,6 +136,8 @@ impl<I: SinkInput> SinkLoop<I> {
             written: HashMap::new(),
             last_contact: Instant::now(),
             last_recommit: Instant::now(),
+            commit_pending: false,
+            last_commit: Instant::now(),
         };
         loop {
             self.availability.heartbeat();
@@ -143,6 +153,7 @@ impl<I: SinkInput> SinkLoop<I> {
                 progress.written.retain(|key, _| assigned.contains(key));
             }
             self.recommit_if_due(&mut progress)?;
+            self.commit_if_due(&mut progress, false, shutdown)?;
             let finishing = stopping || progress.ended;
             self.write_if_due(&mut progress, finishing, shutdown)
                 .await?;
@@ -151,6 +162,7 @@ impl<I: SinkInput> SinkLoop<I> {
                 if let Some(task) = progress.in_flight.take() {
                     self.finish(task.await, shutdown, &mut progress).await?;
                 }
+                self.commit_if_due(&mut progress, true, shutdown)?;
                 match progress.ended {
                     true => info!("sink input ended: everything read is written and committed"),
                     false => info!("sink stopped: in-flight batch written and committed"),
@@ -168,11 +180,14 @@ impl<I: SinkInput> SinkLoop<I> {
         shutdown: &Shutdown,
         gave_up_rx: &mut watch::Receiver<Option<GaveUp>>,
     ) -> Result<(), SinkError> {
-        let deadline = progress
+        let mut deadline = progress
             .batch
             .started
             .map(|s| s + self.settings.batch_interval)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        if progress.commit_pending {
+            deadline = deadline.min(progress.last_commit + OFFSET_COMMIT_INTERVAL);
+        }
         let watch_shutdown = !shutdown.is_requested();
         let mapper = self.writer.is_some().then_some(&self.mapper);
         let in_flight = &mut progress.in_flight;
@@ -343,8 +358,27 @@ impl<I: SinkInput> SinkLoop<I> {
                 *committed = (*committed).max(next);
             }
         }
-        // The last commit before exiting waits for the broker's answer, unless there is no
-        // broker to answer (a synchronous commit would then hang the exit).
+        progress.commit_pending = true;
+        self.commit_if_due(progress, false, shutdown)
+    }
+
+    /// Commits the offsets of everything written once [`OFFSET_COMMIT_INTERVAL`] has passed
+    /// since the last commit, or now with `finishing`. The last commit before exiting waits
+    /// for the broker's answer, unless there is no broker to answer (a synchronous commit
+    /// would then hang the exit).
+    fn commit_if_due(
+        &self,
+        progress: &mut Progress,
+        finishing: bool,
+        shutdown: &Shutdown,
+    ) -> Result<(), SinkError> {
+        if !progress.commit_pending
+            || !(finishing || progress.last_commit.elapsed() >= OFFSET_COMMIT_INTERVAL)
+        {
+            return Ok(());
+        }
+        progress.commit_pending = false;
+        progress.last_commit = Instant::now();
         let last = shutdown.is_requested() && self.availability.kafka_is_up();
         if self.input.commit(&progress.written, last)? {
             self.metrics.commits.inc();
