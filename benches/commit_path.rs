@@ -51,7 +51,10 @@ fn main() {
             "| {guarantee:?} | {rate:.0} | {commits} | {:.1} ms |",
             mean_commit * 1000.0
         );
+        let application = format!("bench-commit-{guarantee:?}-{run_id}").to_lowercase();
+        support::delete_topics(&brokers, &application);
     }
+    support::delete_topics(&brokers, &input);
 }
 
 /// Runs the counting topology until every record is committed; returns records/s between the

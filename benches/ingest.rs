@@ -31,6 +31,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(run(&topic, ticks, measuring, &brokers));
+    support::delete_topics(&brokers, &topic);
 }
 
 async fn run(topic: &str, ticks: u64, measuring: bool, brokers: &str) {

@@ -234,6 +234,7 @@ commit_interval = "100ms"
         let raw = within(finish(stop_raw, raw).await);
         let analytics = within(finish(stop_analytics, analytics).await);
         database.drop().await.expect("drop the bench database");
+        support::delete_topics(&self.brokers, &self.name);
         (raw, analytics)
     }
 

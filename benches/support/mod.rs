@@ -60,6 +60,39 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Deletes every topic whose name starts with `prefix` (a run's topics: outputs, changelogs,
+/// repartition topics): a benchmark writes gigabytes, and the broker's disk is not the
+/// benchmark's to fill.
+pub fn delete_topics(brokers: &str, prefix: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin config");
+    let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(10)) else {
+        eprintln!("could not list the topics to delete those of {prefix}*");
+        return;
+    };
+    let names: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    match futures::executor::block_on(admin.delete_topics(&names, &AdminOptions::new())) {
+        Ok(results) => {
+            for result in results {
+                if let Err((topic, error)) = result {
+                    eprintln!("could not delete {topic}: {error}");
+                }
+            }
+        }
+        Err(error) => eprintln!("could not delete the topics of {prefix}*: {error}"),
+    }
+}
+
 /// Produces every `(key, value)` to `topic` and waits until all are acknowledged. Keys are
 /// partitioned as Kafka's default partitioner (and tickstream ingest) does: murmur2.
 pub fn preload<K: AsRef<[u8]>, V: AsRef<[u8]>>(
