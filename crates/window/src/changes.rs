@@ -10,7 +10,9 @@
 //! a whole snapshot instead.
 
 use crate::count::CountWindow;
-use crate::snapshot::{Reader, SnapshotError, put_moments, put_varint};
+use crate::snapshot::{
+    Reader, SnapshotError, put_header, put_moments, put_time_entries, put_varint,
+};
 use crate::spec::WindowKind;
 use crate::symbol::{Last, SymbolWindows, Window};
 use crate::tick::Rejection;
@@ -30,9 +32,7 @@ impl SymbolWindows {
         let Some(last) = self.last else {
             return false;
         };
-        out.extend_from_slice(&MAGIC);
-        out.push(CHANGES_VERSION);
-        out.extend_from_slice(&self.config().fingerprint().to_le_bytes());
+        put_header(out, MAGIC, CHANGES_VERSION, self.config().fingerprint());
         out.extend_from_slice(&last.newest_ts.to_le_bytes());
         out.extend_from_slice(&last.price.to_le_bytes());
         for w in self.windows.iter() {
@@ -54,18 +54,7 @@ impl SymbolWindows {
                     put_varint(out, w.evicted);
                     let new = w.appended.min(w.len());
                     put_varint(out, new as u64);
-                    let mut prev = last.newest_ts;
-                    for (i, e) in w.entries().skip(w.len() - new).enumerate() {
-                        // As in a snapshot: the first relative to the newest, then ascending.
-                        let delta = if i == 0 {
-                            prev.abs_diff(e.ts)
-                        } else {
-                            e.ts.abs_diff(prev)
-                        };
-                        put_varint(out, delta);
-                        out.extend_from_slice(&e.price.to_le_bytes());
-                        prev = e.ts;
-                    }
+                    put_time_entries(out, last.newest_ts, w.entries().skip(w.len() - new));
                 }
             }
         }
@@ -93,24 +82,7 @@ impl SymbolWindows {
     /// leave the state as it was.
     pub fn apply_changes(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut r = Reader { bytes, pos: 0 };
-        let magic = [r.u8()?, r.u8()?];
-        if magic != MAGIC {
-            return Err(SnapshotError::BadMagic { found: magic });
-        }
-        let version = r.u8()?;
-        if version != CHANGES_VERSION {
-            return Err(SnapshotError::UnknownVersion {
-                found: version,
-                supported: &[CHANGES_VERSION],
-            });
-        }
-        let fingerprint = r.u64()?;
-        if fingerprint != self.config().fingerprint() {
-            return Err(SnapshotError::ConfigMismatch {
-                snapshot: fingerprint,
-                current: self.config().fingerprint(),
-            });
-        }
+        r.header(MAGIC, &[CHANGES_VERSION], self.config().fingerprint())?;
         let newest_ts = r.u64()? as i64;
         if self.last.is_some_and(|l| newest_ts < l.newest_ts) {
             return Err(r.corrupt("newest_ts", r.pos - 8, "older than the state's"));
@@ -179,9 +151,7 @@ fn time_changes(
         return Err(r.corrupt("time window evictions", at, "more than the window holds"));
     }
     let at = r.pos;
-    let new = usize::try_from(r.varint()?).unwrap_or(usize::MAX);
-    // Each entry takes at least 9 bytes: bound the allocation by the input.
-    r.need(new.saturating_mul(9))?;
+    let new = r.varint()?;
     let start = i128::from(newest_ts) - i128::from(old.span_ms());
     let mut entries: Vec<Entry> = old.entries().skip(evicted as usize).collect();
     if entries.first().is_some_and(|e| i128::from(e.ts) <= start) {
@@ -191,33 +161,13 @@ fn time_changes(
             "entries left outside the window",
         ));
     }
-    entries.reserve(new);
-    let mut prev = newest_ts;
-    for i in 0..new {
-        let at = r.pos;
-        let delta = r.varint()?;
-        let ts = if i == 0 {
-            newest_ts.checked_sub_unsigned(delta)
-        } else {
-            prev.checked_add_unsigned(delta)
-        };
-        let in_order = |ts: i64| entries.last().is_none_or(|e| e.ts <= ts);
-        let ts = match ts {
-            Some(ts) if i128::from(ts) > start && ts <= newest_ts && in_order(ts) => ts,
-            _ => {
-                return Err(r.corrupt(
-                    "time window event time",
-                    at,
-                    "outside the window or out of order",
-                ));
-            }
-        };
-        entries.push(Entry {
-            ts,
-            price: r.price()?,
-        });
-        prev = ts;
-    }
+    let window = (newest_ts, old.span_ms());
+    r.time_entries(
+        new,
+        window,
+        &mut entries,
+        "outside the window or out of order",
+    )?;
     Ok(TimeWindow::restore(old.span_ms(), entries, moments))
 }
 

@@ -87,9 +87,7 @@ impl SymbolWindows {
     /// Like [`Self::snapshot`], into a reusable buffer: `out` is cleared first.
     pub fn snapshot_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.extend_from_slice(&MAGIC);
-        out.push(SNAPSHOT_VERSION);
-        out.extend_from_slice(&self.config().fingerprint().to_le_bytes());
+        put_header(out, MAGIC, SNAPSHOT_VERSION, self.config().fingerprint());
         let Some(last) = self.last else {
             out.push(0);
             return;
@@ -110,19 +108,7 @@ impl SymbolWindows {
                 Window::Time(w) => {
                     put_moments(out, &w.moments);
                     put_varint(out, w.len() as u64);
-                    let mut prev = last.newest_ts;
-                    let mut first = true;
-                    for e in w.entries() {
-                        let delta = if first {
-                            prev.abs_diff(e.ts)
-                        } else {
-                            e.ts.abs_diff(prev)
-                        };
-                        first = false;
-                        put_varint(out, delta);
-                        out.extend_from_slice(&e.price.to_le_bytes());
-                        prev = e.ts;
-                    }
+                    put_time_entries(out, last.newest_ts, w.entries());
                 }
             }
         }
@@ -134,24 +120,7 @@ impl SymbolWindows {
     /// stopped.
     pub fn restore(config: Arc<Config>, bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut r = Reader { bytes, pos: 0 };
-        let magic = [r.u8()?, r.u8()?];
-        if magic != MAGIC {
-            return Err(SnapshotError::BadMagic { found: magic });
-        }
-        let version = r.u8()?;
-        if !SUPPORTED_SNAPSHOT_VERSIONS.contains(&version) {
-            return Err(SnapshotError::UnknownVersion {
-                found: version,
-                supported: SUPPORTED_SNAPSHOT_VERSIONS,
-            });
-        }
-        let fingerprint = r.u64()?;
-        if fingerprint != config.fingerprint() {
-            return Err(SnapshotError::ConfigMismatch {
-                snapshot: fingerprint,
-                current: config.fingerprint(),
-            });
-        }
+        r.header(MAGIC, SUPPORTED_SNAPSHOT_VERSIONS, config.fingerprint())?;
         let at = r.pos;
         let state = match r.u8()? {
             0 => None,
@@ -192,36 +161,9 @@ impl SymbolWindows {
                     Window::Count(window)
                 }
                 WindowKind::Time { span_ms } => {
-                    // Each entry takes at least 9 bytes: bound the allocation by the input.
-                    let len = usize::try_from(len).unwrap_or(usize::MAX);
-                    r.need(len.saturating_mul(9))?;
-                    let start = i128::from(newest_ts) - i128::from(span_ms);
-                    let mut entries = Vec::with_capacity(len);
-                    let mut prev = newest_ts;
-                    for i in 0..len {
-                        let at = r.pos;
-                        let delta = r.varint()?;
-                        let ts = if i == 0 {
-                            newest_ts.checked_sub_unsigned(delta)
-                        } else {
-                            prev.checked_add_unsigned(delta)
-                        };
-                        let ts = match ts {
-                            Some(ts) if i128::from(ts) > start && ts <= newest_ts => ts,
-                            _ => {
-                                return Err(r.corrupt(
-                                    "time window event time",
-                                    at,
-                                    "outside the window",
-                                ));
-                            }
-                        };
-                        entries.push(Entry {
-                            ts,
-                            price: r.price()?,
-                        });
-                        prev = ts;
-                    }
+                    let mut entries = Vec::new();
+                    let window = (newest_ts, span_ms);
+                    r.time_entries(len, window, &mut entries, "outside the window")?;
                     Window::Time(Box::new(TimeWindow::restore(span_ms, entries, moments)))
                 }
             };
@@ -233,6 +175,34 @@ impl SymbolWindows {
             windows.into_boxed_slice(),
             Some(last),
         ))
+    }
+}
+
+/// The start of a snapshot or a change record: magic bytes, format version, configuration
+/// fingerprint.
+pub(crate) fn put_header(out: &mut Vec<u8>, magic: [u8; 2], version: u8, fingerprint: u64) {
+    out.extend_from_slice(&magic);
+    out.push(version);
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+}
+
+/// Time-window entries, oldest first, as both formats code them: per entry a varint distance
+/// — the first back from `newest_ts`, the others forward from the entry before — and the price.
+pub(crate) fn put_time_entries(
+    out: &mut Vec<u8>,
+    newest_ts: i64,
+    entries: impl Iterator<Item = Entry>,
+) {
+    let mut prev = newest_ts;
+    for (i, e) in entries.enumerate() {
+        let delta = if i == 0 {
+            prev.abs_diff(e.ts)
+        } else {
+            e.ts.abs_diff(prev)
+        };
+        put_varint(out, delta);
+        out.extend_from_slice(&e.price.to_le_bytes());
+        prev = e.ts;
     }
 }
 
@@ -349,6 +319,73 @@ impl Reader<'_> {
             removed: self.varint()?,
             ..m
         })
+    }
+
+    /// Checks what [`put_header`] wrote: these magic bytes, a version among `supported`, and
+    /// the configuration's fingerprint.
+    pub(crate) fn header(
+        &mut self,
+        magic: [u8; 2],
+        supported: &'static [u8],
+        fingerprint: u64,
+    ) -> Result<(), SnapshotError> {
+        let found = [self.u8()?, self.u8()?];
+        if found != magic {
+            return Err(SnapshotError::BadMagic { found });
+        }
+        let version = self.u8()?;
+        if !supported.contains(&version) {
+            return Err(SnapshotError::UnknownVersion {
+                found: version,
+                supported,
+            });
+        }
+        let stored = self.u64()?;
+        if stored != fingerprint {
+            return Err(SnapshotError::ConfigMismatch {
+                snapshot: stored,
+                current: fingerprint,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `count` entries written by [`put_time_entries`] onto `entries`. Each must lie in
+    /// the window `(newest_ts - span_ms, newest_ts]` of `window = (newest_ts, span_ms)` and be
+    /// no older than the entry before it; `reason` names what is wrong otherwise.
+    pub(crate) fn time_entries(
+        &mut self,
+        count: u64,
+        (newest_ts, span_ms): (i64, i64),
+        entries: &mut Vec<Entry>,
+        reason: &'static str,
+    ) -> Result<(), SnapshotError> {
+        // Each entry takes at least 9 bytes: bound the allocation by the input.
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        self.need(count.saturating_mul(9))?;
+        let start = i128::from(newest_ts) - i128::from(span_ms);
+        entries.reserve(count);
+        let mut prev = newest_ts;
+        for i in 0..count {
+            let at = self.pos;
+            let delta = self.varint()?;
+            let ts = if i == 0 {
+                newest_ts.checked_sub_unsigned(delta)
+            } else {
+                prev.checked_add_unsigned(delta)
+            };
+            let in_order = |ts: i64| entries.last().is_none_or(|e| e.ts <= ts);
+            let ts = match ts {
+                Some(ts) if i128::from(ts) > start && ts <= newest_ts && in_order(ts) => ts,
+                _ => return Err(self.corrupt("time window event time", at, reason)),
+            };
+            entries.push(Entry {
+                ts,
+                price: self.price()?,
+            });
+            prev = ts;
+        }
+        Ok(())
     }
 
     pub(crate) fn finish(&self) -> Result<(), SnapshotError> {
