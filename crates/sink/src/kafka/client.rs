@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use tickstream_model::Topology;
-use tickstream_streams::{ClientLog, RECORD_PATH_FETCH, client_config, kafka_millis};
+use tickstream_streams::{ClientLog, client_config, kafka_millis};
 use tracing::info;
 
 use crate::availability::Availability;
@@ -170,8 +170,6 @@ pub(super) fn consumer_config(config: &SinkConfig) -> ClientConfig {
                 "reconnect.backoff.max.ms",
                 &kafka_millis(RECONNECT_BACKOFF_MAX),
             ),
-            RECORD_PATH_FETCH[0],
-            RECORD_PATH_FETCH[1],
         ],
         &config.kafka_settings,
     )
@@ -192,8 +190,6 @@ pub(super) fn dead_letter_config(config: &SinkConfig) -> ClientConfig {
                 "reconnect.backoff.max.ms",
                 &kafka_millis(RECONNECT_BACKOFF_MAX),
             ),
-            RECORD_PATH_FETCH[0],
-            RECORD_PATH_FETCH[1],
         ],
         &config.kafka_settings,
     )

@@ -15,17 +15,6 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-/// The fetch settings of the consumers on the record path (the runtime's group consumer, the
-/// sink's): a fetch waits up to 5 ms for 64 KiB instead of answering with the first record.
-/// librdkafka's defaults (1 byte, 500 ms) answer every fetch as soon as anything arrives, so
-/// at a trickle — 1,000 ticks/s spread over partitions — each consumer sent a fetch per record
-/// or two, and the broker's share of 2 cores went to answering them: under the latency bench
-/// (issue 16) raw p99 157–346 → 83–135 ms, analytics p99 369–1,097 → 235–356 ms, broker CPU
-/// 58 → 50 % of a core. The cost: up to 5 ms more per hop, and ≤ 200 fetches/s per broker
-/// while idle. Defaults, so `TICKSTREAM_KAFKA_CONFIG_FETCH_*` still win.
-pub const RECORD_PATH_FETCH: [(&str, &str); 2] =
-    [("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "5")];
-
 /// `bootstrap.servers = brokers`, then `defaults`, then `user`'s settings, which win.
 pub fn client_config(
     brokers: &str,

@@ -312,40 +312,36 @@ fn create_consumer<P: Processor>(
     config: &StreamsConfig,
     context: StreamsContext<P>,
 ) -> Result<BaseConsumer<StreamsContext<P>>, StreamsError> {
-    client::client_config(
-        &config.bootstrap_servers,
-        &client::RECORD_PATH_FETCH,
-        &config.kafka_settings,
-    )
-    .set("group.id", &config.application_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", "earliest")
-    .set("isolation.level", "read_committed")
-    // Eager range assignment keeps partition p of every input on one instance
-    // (co-partitioning); a revocation commits and closes every task.
-    .set("partition.assignment.strategy", "range")
-    .set(
-        "session.timeout.ms",
-        config.session_timeout.as_millis().to_string(),
-    )
-    .set(
-        "heartbeat.interval.ms",
-        (config.session_timeout.as_millis() / 3).to_string(),
-    )
-    .set("statistics.interval.ms", "5000")
-    // The loop may wait out an outage (commit retries, a restore) for up to
-    // give_up_after without polling: it must not be taken for a stuck member meanwhile.
-    .set(
-        "max.poll.interval.ms",
-        (config.give_up_after.as_millis() + 60_000)
-            .min(86_400_000)
-            .to_string(),
-    )
-    // A subscribed topic created later is noticed within seconds, not librdkafka's 5 min.
-    .set("topic.metadata.refresh.interval.ms", "2000")
-    .create_with_context(context)
-    .map_err(|e| StreamsError::kafka("creating the consumer", e))
+    client_config(config)
+        .set("group.id", &config.application_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // Eager range assignment keeps partition p of every input on one instance
+        // (co-partitioning); a revocation commits and closes every task.
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 3).to_string(),
+        )
+        .set("statistics.interval.ms", "5000")
+        // The loop may wait out an outage (commit retries, a restore) for up to
+        // give_up_after without polling: it must not be taken for a stuck member meanwhile.
+        .set(
+            "max.poll.interval.ms",
+            (config.give_up_after.as_millis() + 60_000)
+                .min(86_400_000)
+                .to_string(),
+        )
+        // A subscribed topic created later is noticed within seconds, not librdkafka's 5 min.
+        .set("topic.metadata.refresh.interval.ms", "2000")
+        .create_with_context(context)
+        .map_err(|e| StreamsError::kafka("creating the consumer", e))
 }
 
 fn create_producer(
