@@ -17,6 +17,9 @@
 //! `TICKSTREAM_BENCH_LATENCY_DUMP=DIR` every counted sample is written to
 //! `DIR/<rate>-{raw,analytics}.tsv` (`ts`; ms from `ts` to the change stream's event and to
 //! mongod's write of the document, its `wallTime`), to see when and where the tail happens.
+//! A second table says where the cores went during each measured window (from `/proc`):
+//! ingest, enrich, sink and the bench itself as shares of one core, the rest of the machine
+//! (the broker, mongod, anything else) likewise, and how busy all cores were together.
 
 mod support;
 
@@ -64,9 +67,11 @@ fn main() {
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     }
+    let mut cpu_rows = Vec::new();
     for rate in rates {
         let run = Run::new(dir.path(), &brokers, &mongodb_uri, rate);
-        let (raw, analytics) = runtime.block_on(run.measure(Duration::from_secs(seconds)));
+        let (raw, analytics, cpu) = runtime.block_on(run.measure(Duration::from_secs(seconds)));
+        cpu_rows.push(cpu_row(rate, &cpu));
         if let Ok(dir) = std::env::var("TICKSTREAM_BENCH_LATENCY_DUMP") {
             for (kind, samples) in [("raw", &raw), ("analytics", &analytics)] {
                 let lines: String = samples
@@ -102,6 +107,34 @@ fn main() {
             );
         }
     }
+    // Where the cores went: the machine's busy share is all cores together (100 % = all busy);
+    // "the rest" is the broker, mongod and anything else running.
+    if measuring {
+        println!(
+            "\n| ticks/s | ingest (of a core) | enrich | sink | bench | the rest | machine busy (of all cores) |\n| --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for row in cpu_rows {
+            println!("{row}");
+        }
+    }
+}
+
+/// One row of the CPU table: shares of one core, and the machine's busy share.
+fn cpu_row(rate: u32, (processes, machine): &CpuShares) -> String {
+    let percent =
+        |share: &Option<f64>| share.map_or("?".to_owned(), |s| format!("{:.0} %", 100.0 * s));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let ours: Option<f64> = processes.iter().copied().sum();
+    let rest = machine
+        .zip(ours)
+        .map(|(busy, ours)| (busy * cores - ours).max(0.0));
+    let cells: Vec<String> = processes.iter().map(percent).collect();
+    format!(
+        "| {rate} | {} | {} | {} |",
+        cells.join(" | "),
+        percent(&rest),
+        percent(machine)
+    )
 }
 
 /// One rate's deployment: its own topics, database and state dirs.
@@ -168,7 +201,9 @@ commit_interval = "100ms"
 
     /// Starts the three processes, measures for `length` after the warm-up, stops them and
     /// returns the samples of raw prices and of moving averages.
-    async fn measure(&self, length: Duration) -> (Vec<Sample>, Vec<Sample>) {
+    /// Also: the CPU of ingest, enrich, sink and this bench over the measured `length` (shares
+    /// of one core), and how busy the machine was (share of all cores).
+    async fn measure(&self, length: Duration) -> (Vec<Sample>, Vec<Sample>, CpuShares) {
         let client = mongodb::Client::with_uri_str(&self.mongodb_uri)
             .await
             .expect("a MongoDB client");
@@ -200,7 +235,11 @@ commit_interval = "100ms"
             .is_some()
             .then(|| watch_kafka(&self.brokers, &format!("{}.raw", self.name)));
         let mut ingest = self.start("ingest", ingest_addr, |_| {});
-        tokio::time::sleep(WARM_UP + length).await;
+        tokio::time::sleep(WARM_UP).await;
+        let pids = [ingest.id(), enrich.id(), sink.id(), std::process::id()];
+        let cpu_before = support::CpuSnapshot::take(&pids);
+        tokio::time::sleep(length).await;
+        let cpu = support::CpuSnapshot::take(&pids).since(&cpu_before);
         let counted_until = tickstream_model::clock::now_ms();
         for child in [&mut ingest, &mut enrich, &mut sink] {
             assert!(
@@ -235,7 +274,7 @@ commit_interval = "100ms"
         let analytics = within(finish(stop_analytics, analytics).await);
         database.drop().await.expect("drop the bench database");
         support::delete_topics(&self.brokers, &self.name);
-        (raw, analytics)
+        (raw, analytics, cpu)
     }
 
     fn command(&self, subcommand: &[&str]) -> Command {
@@ -267,6 +306,10 @@ commit_interval = "100ms"
             .unwrap_or_else(|e| panic!("start tickstream {subcommand}: {e}"))
     }
 }
+
+/// [`support::CpuSnapshot::since`] over a run: per process (ingest, enrich, sink, the bench),
+/// and the machine.
+type CpuShares = (Vec<Option<f64>>, Option<f64>);
 
 /// One document seen: its `ts`, when the change stream handed it over and when mongod wrote
 /// it, both as ms after `ts`.

@@ -169,3 +169,74 @@ pub fn stop(child: &mut Child) {
         .status();
     let _ = child.wait();
 }
+
+/// CPU time used so far, from `/proc` (Linux): per process, and the whole machine's busy and
+/// total time — all in clock ticks, so shares need no tick rate.
+#[derive(Debug, Clone)]
+pub struct CpuSnapshot {
+    /// `utime + stime` per watched pid (`None`: it could not be read).
+    processes: Vec<Option<u64>>,
+    /// Busy (everything but idle and iowait) and total ticks, all cores together.
+    machine: Option<(u64, u64)>,
+}
+
+impl CpuSnapshot {
+    pub fn take(pids: &[u32]) -> Self {
+        Self {
+            processes: pids.iter().map(|pid| process_ticks(*pid)).collect(),
+            machine: machine_ticks(),
+        }
+    }
+
+    /// Since `earlier` (same pids): each process's share of one core (1.0 = a whole core), and
+    /// how busy the machine was (1.0 = every core); `None` where `/proc` had no answer.
+    pub fn since(&self, earlier: &Self) -> (Vec<Option<f64>>, Option<f64>) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let Some(((busy, total), (busy_before, total_before))) = self.machine.zip(earlier.machine)
+        else {
+            return (vec![None; self.processes.len()], None);
+        };
+        let elapsed = total.saturating_sub(total_before) as f64;
+        if elapsed == 0.0 {
+            return (vec![None; self.processes.len()], None);
+        }
+        let shares = self
+            .processes
+            .iter()
+            .zip(&earlier.processes)
+            .map(|(now, before)| {
+                let used = now.zip(*before).map(|(n, b)| n.saturating_sub(b))?;
+                Some(used as f64 * cores / elapsed)
+            })
+            .collect();
+        (
+            shares,
+            Some(busy.saturating_sub(busy_before) as f64 / elapsed),
+        )
+    }
+}
+
+/// `utime + stime` of `pid` (fields 14 and 15 of `/proc/PID/stat`, counted after the command
+/// name, which may hold spaces and parentheses).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// The `cpu` line of `/proc/stat`: busy and total ticks.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
