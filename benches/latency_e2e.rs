@@ -23,6 +23,8 @@
 
 mod support;
 
+use support::CpuShares;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -120,20 +122,21 @@ fn main() {
 }
 
 /// One row of the CPU table: shares of one core, and the machine's busy share.
-fn cpu_row(rate: u32, (processes, machine): &CpuShares) -> String {
+fn cpu_row(rate: u32, cpu: &CpuShares) -> String {
     let percent =
         |share: &Option<f64>| share.map_or("?".to_owned(), |s| format!("{:.0} %", 100.0 * s));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let ours: Option<f64> = processes.iter().copied().sum();
-    let rest = machine
+    let ours: Option<f64> = cpu.processes.iter().copied().sum();
+    let rest = cpu
+        .machine
+        .zip(cpu.cores)
         .zip(ours)
-        .map(|(busy, ours)| (busy * cores - ours).max(0.0));
-    let cells: Vec<String> = processes.iter().map(percent).collect();
+        .map(|((busy, cores), ours)| (busy * cores as f64 - ours).max(0.0));
+    let cells: Vec<String> = cpu.processes.iter().map(percent).collect();
     format!(
         "| {rate} | {} | {} | {} |",
         cells.join(" | "),
         percent(&rest),
-        percent(machine)
+        percent(&cpu.machine)
     )
 }
 
@@ -306,10 +309,6 @@ commit_interval = "100ms"
             .unwrap_or_else(|e| panic!("start tickstream {subcommand}: {e}"))
     }
 }
-
-/// [`support::CpuSnapshot::since`] over a run: per process (ingest, enrich, sink, the bench),
-/// and the machine.
-type CpuShares = (Vec<Option<f64>>, Option<f64>);
 
 /// One document seen: its `ts`, when the change stream handed it over and when mongod wrote
 /// it, both as ms after `ts`.

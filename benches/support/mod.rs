@@ -176,8 +176,25 @@ pub fn stop(child: &mut Child) {
 pub struct CpuSnapshot {
     /// `utime + stime` per watched pid (`None`: it could not be read).
     processes: Vec<Option<u64>>,
-    /// Busy (everything but idle and iowait) and total ticks, all cores together.
-    machine: Option<(u64, u64)>,
+    /// Busy (everything but idle and iowait) and total ticks, all cores together, and the
+    /// number of cores they were counted over.
+    machine: Option<MachineTicks>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MachineTicks {
+    busy: u64,
+    total: u64,
+    cores: usize,
+}
+
+/// [`CpuSnapshot::since`]: shares of one core per process (1.0 = a whole core), how busy the
+/// machine was (1.0 = every core), and its cores; `None` where `/proc` had no answer.
+#[derive(Debug, Clone)]
+pub struct CpuShares {
+    pub processes: Vec<Option<f64>>,
+    pub machine: Option<f64>,
+    pub cores: Option<usize>,
 }
 
 impl CpuSnapshot {
@@ -188,19 +205,23 @@ impl CpuSnapshot {
         }
     }
 
-    /// Since `earlier` (same pids): each process's share of one core (1.0 = a whole core), and
-    /// how busy the machine was (1.0 = every core); `None` where `/proc` had no answer.
-    pub fn since(&self, earlier: &Self) -> (Vec<Option<f64>>, Option<f64>) {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let Some(((busy, total), (busy_before, total_before))) = self.machine.zip(earlier.machine)
-        else {
-            return (vec![None; self.processes.len()], None);
+    /// Since `earlier` (same pids).
+    pub fn since(&self, earlier: &Self) -> CpuShares {
+        let unknown = CpuShares {
+            processes: vec![None; self.processes.len()],
+            machine: None,
+            cores: None,
         };
-        let elapsed = total.saturating_sub(total_before) as f64;
+        let Some((now, before)) = self.machine.zip(earlier.machine) else {
+            return unknown;
+        };
+        let elapsed = now.total.saturating_sub(before.total) as f64;
         if elapsed == 0.0 {
-            return (vec![None; self.processes.len()], None);
+            return unknown;
         }
-        let shares = self
+        // The total counts every core of /proc/stat: a share of one core is used × cores / total.
+        let cores = now.cores as f64;
+        let processes = self
             .processes
             .iter()
             .zip(&earlier.processes)
@@ -209,10 +230,11 @@ impl CpuSnapshot {
                 Some(used as f64 * cores / elapsed)
             })
             .collect();
-        (
-            shares,
-            Some(busy.saturating_sub(busy_before) as f64 / elapsed),
-        )
+        CpuShares {
+            processes,
+            machine: Some(now.busy.saturating_sub(before.busy) as f64 / elapsed),
+            cores: Some(now.cores),
+        }
     }
 }
 
@@ -227,8 +249,10 @@ fn process_ticks(pid: u32) -> Option<u64> {
     Some(user + system)
 }
 
-/// The `cpu` line of `/proc/stat`: busy and total ticks.
-fn machine_ticks() -> Option<(u64, u64)> {
+/// The `cpu` line of `/proc/stat` (busy and total ticks), and the number of `cpuN` lines: the
+/// cores those ticks are counted over (not `available_parallelism`, which a container's CPU
+/// quota lowers while `/proc/stat` still counts every core).
+fn machine_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let ticks: Vec<u64> = line
@@ -238,5 +262,13 @@ fn machine_ticks() -> Option<(u64, u64)> {
         .collect();
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3)? + ticks.get(4)?;
-    Some((total - idle, total))
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some(MachineTicks {
+        busy: total - idle,
+        total,
+        cores,
+    })
 }
