@@ -110,7 +110,10 @@ up() {
         fi
         say "starting Kafka $KAFKA_VERSION on $BROKERS (log: $LOG_FILE)"
         # setsid: the broker outlives the make recipe that started it.
-        setsid "${JAVA_CMD[@]}" kafka.Kafka "$CONFIG" >>"$LOG_FILE" 2>&1 </dev/null &
+        # GC and safepoint pauses to a rotated file, as kafka-run-class.sh logs them: a broker
+        # stalled long enough to be fenced says here whether the JVM paused.
+        setsid "${JAVA_CMD[@]}" "-Xlog:gc,safepoint:file=$RUN_DIR/gc.log:time,uptime:filecount=2,filesize=10m" \
+            kafka.Kafka "$CONFIG" >>"$LOG_FILE" 2>&1 </dev/null &
         echo $! >"$PID_FILE"
     fi
     if ! wait_until "$START_TIMEOUT" "Kafka answers metadata on $BROKERS" ready_or_dead; then

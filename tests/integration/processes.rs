@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::support::{ChildProcess, http_get, unique_name};
+use crate::support::{ChildProcess, http_get, is_transient, unique_name};
 
 /// Starts `tickstream <command> --topology <topology> --metrics-addr <metrics>` on `brokers`
 /// (and `TICKSTREAM_MONGODB_URI=<mongodb>` when given), logging to `log`.
@@ -142,6 +142,9 @@ pub fn read_to_end(brokers: &str, topic: &str, partitions: i32) -> Vec<Consumed>
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
+            }
+            Some(Err(error)) if is_transient(&error) => {
+                eprintln!("reading {topic} on {brokers}: {error} (transient, polling on)")
             }
             Some(Err(error)) => panic!("reading {topic} failed: {error}"),
             None => {}

@@ -366,10 +366,28 @@ impl Progress {
                         app.log_tail()
                     );
                 }
+                Some(Err(error)) if is_transient(&error) => {
+                    eprintln!("reading the output: {error} (transient, polling on)")
+                }
                 Some(Err(error)) => panic!("reading the output failed: {error}"),
             }
         }
     }
+}
+
+/// Whether a consumer's error is one librdkafka recovers from by itself: a broker unreachable
+/// for a moment (on a loaded machine the controller can fence a stalled broker and re-admit
+/// it seconds later). A reader polls on, bounded by its own deadline, instead of failing.
+pub fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{
+        AllBrokersDown, BrokerTransportFailure, NetworkException, Resolve,
+    };
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            AllBrokersDown | BrokerTransportFailure | NetworkException | Resolve
+        )
+    )
 }
 
 /// Every committed record of `topic`, read from the beginning to the end of each partition.
@@ -397,6 +415,9 @@ pub fn read_all_committed_on(brokers: &str, topic: &str, partitions: i32) -> Vec
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
+            }
+            Some(Err(error)) if is_transient(&error) => {
+                eprintln!("reading {topic}: {error} (transient, polling on)")
             }
             Some(Err(error)) => panic!("reading {topic} failed: {error}"),
             None => {}

@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::private_fs::{create_private_dir_all, restrict_dir};
 
@@ -100,6 +101,12 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    #[error(
+        "state dir {} is in use by another process (another instance with the same \
+         application_id and state.dir?): give each instance its own state.dir, or stop the other",
+        path.display()
+    )]
+    Locked { path: PathBuf },
     #[error(
         "state store {store}: the value of key {key:?} does not decode ({reason}); it was written \
          by an incompatible version or is corrupt: delete the state dir to restore from the changelog"
@@ -225,14 +232,16 @@ impl StateDir {
                 .and_then(|()| restrict_dir(dir))
                 .map_err(|e| error(sled::Error::Io(e)))?;
         }
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(sled_path)
             // sled's default cache is 1 GiB; state here is small and hot keys live in our cache.
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(error)?;
+            .flush_every_ms(Some(500));
+        let db = open_waiting_for_lock(&config, LOCK_WAIT).map_err(|source| match source {
+            source if is_lock_held(&source) => StoreError::Locked { path: path.clone() },
+            source => error(source),
+        })?;
         Ok(Self { db, path })
     }
 
@@ -273,6 +282,31 @@ impl StateDir {
                 source,
             })
     }
+}
+
+/// How long [`StateDir::open`] waits for sled's lock on the state dir. sled releases the lock
+/// of a dropped database on its flusher thread, a moment after the drop (spacejam/sled#1289),
+/// so an application reopened in the same process can find it still held for a few
+/// milliseconds; a lock held for longer belongs to another process.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens `config`'s database, retrying while its lock is held, for at most `wait`.
+fn open_waiting_for_lock(config: &sled::Config, wait: Duration) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match config.open() {
+            Err(error) if is_lock_held(&error) && Instant::now() < deadline => {
+                // sled's lock gives no notice of its release: poll it.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// sled reports a held lock as an `Other` I/O error with this text (sled 0.34 `config.rs`).
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
 }
 
 /// Where committed values live.

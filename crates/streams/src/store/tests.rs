@@ -259,3 +259,28 @@ fn a_whole_value_written_before_change_logs_is_read_and_then_logged_onto() {
         Some(expected)
     );
 }
+
+#[test]
+fn a_state_dir_reopens_right_after_its_drop_and_a_held_one_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // sled lets go of its lock a moment after the drop, once its I/O threads are done with
+    // what the round wrote (a race a loaded machine loses): every reopen still succeeds.
+    for round in 0..20u8 {
+        let state = StateDir::open(dir.path(), "app").unwrap_or_else(|e| panic!("{round}: {e}"));
+        let tree = state.task_tree("t", 0).expect("tree");
+        let value = vec![round; 4096];
+        tree.apply([(&b"k"[..], Some(&value[..]))], Some(i64::from(round)))
+            .expect("apply");
+        state.flush().expect("flush");
+    }
+    let held = StateDir::open(dir.path(), "app").expect("open");
+    let refused = StateDir::open(dir.path(), "app")
+        .err()
+        .expect("a second open is refused");
+    assert!(matches!(refused, StoreError::Locked { .. }), "{refused}");
+    assert!(
+        refused.to_string().contains("own state.dir"),
+        "says how to fix it: {refused}"
+    );
+    drop(held);
+}
