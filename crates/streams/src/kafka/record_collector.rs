@@ -30,9 +30,9 @@ use super::produce::{DeliveryLog, StreamsProducer, count, lock, send_polling};
 use crate::processor::Collector;
 use crate::store::Change;
 
-/// How long [`RecordCollector::flush`] serves delivery reports between two looks at whether
-/// the batch is acknowledged: what a commit may wait beyond its last acknowledgement.
-const FLUSH_STEP: Duration = Duration::from_millis(1);
+/// How long [`RecordCollector::flush`] sleeps when no delivery report has come: about what a
+/// commit may wait beyond its last acknowledgement.
+const FLUSH_STEP: Duration = Duration::from_micros(200);
 
 pub(crate) struct RecordCollector {
     producer: StreamsProducer,
@@ -154,21 +154,28 @@ impl RecordCollector {
     /// Not `Producer::flush`: since rust-rdkafka 0.37 (fede1024/rust-rdkafka#748, #777) it
     /// serves delivery reports with `poll(100 ms)`, and that `poll` runs to its timeout
     /// however soon the last report comes — every commit waited a whole 100 ms more than its
-    /// records took (issue 16: half of enrich's time at 10 symbols). Here the wait is served
-    /// in steps of [`FLUSH_STEP`]; `rd_kafka_flush` with no wait still asks librdkafka to
-    /// send what it holds at once (not after `linger.ms`) and tells when the last report of
-    /// the batch has been served.
+    /// records took (issue 16: half of enrich's time at 10 symbols). A shorter `poll` does not
+    /// help: under a millisecond it spins. So: `rd_kafka_flush` without waiting (librdkafka
+    /// sends what it holds now), then serve the reports as they come, one event per
+    /// `poll(0)`, and sleep [`FLUSH_STEP`] when none has come, until nothing is outstanding.
     pub(crate) fn flush(&mut self) -> Result<HashMap<i32, i64>, KafkaError> {
         let deadline = Instant::now() + OPERATION_TIMEOUT;
+        match self.producer.flush(Duration::ZERO) {
+            Ok(()) | Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+            Err(error) => return Err(error),
+        }
         loop {
-            match self.producer.flush(Duration::ZERO) {
-                Ok(()) => break,
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
-                    if Instant::now() < deadline =>
-                {
-                    self.producer.poll(FLUSH_STEP);
-                }
-                Err(error) => return Err(error),
+            // Messages not yet acknowledged plus reports and events not yet served.
+            let outstanding = self.producer.in_flight_count();
+            if outstanding == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.producer.poll(Duration::ZERO);
+            if self.producer.in_flight_count() == outstanding {
+                std::thread::sleep(FLUSH_STEP);
             }
         }
         let log = std::mem::take(&mut *lock(&self.producer.context().log));
