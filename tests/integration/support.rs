@@ -274,9 +274,22 @@ impl ChildProcess {
         }
     }
 
+    /// The log's last 30 lines, leaving out backtraces (`RUST_BACKTRACE` is often set): the
+    /// error above them is what a failing test must show.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        let mut in_backtrace = false;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                if line.to_ascii_lowercase().starts_with("stack backtrace:") {
+                    in_backtrace = true;
+                } else if !line.starts_with(char::is_whitespace) && !line.is_empty() {
+                    in_backtrace = false;
+                }
+                !in_backtrace
+            })
+            .collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 }

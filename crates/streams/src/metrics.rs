@@ -22,6 +22,7 @@ pub struct StreamsMetrics {
     pub commit_seconds: Histogram,
     pub commits: IntCounter,
     pub transaction_aborts: IntCounter,
+    pub producer_resets: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub restore_records: IntCounterVec,
     pub restore_remaining: IntGaugeVec,
@@ -151,6 +152,13 @@ impl StreamsMetrics {
                 IntCounter::new(
                     "transaction_aborts_total",
                     "Commits that failed and were rolled back.",
+                )
+                .expect("valid metric"),
+            ),
+            producer_resets: registry.register(
+                IntCounter::new(
+                    "producer_resets_total",
+                    "Fenced transactional producers replaced by a new one (batch redone).",
                 )
                 .expect("valid metric"),
             ),

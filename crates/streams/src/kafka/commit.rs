@@ -21,22 +21,36 @@ use crate::task::StagedChanges;
 /// How long one Kafka operation of the commit path may take before the commit counts as failed.
 pub(super) const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A commit that did not go through: abort and rewind (`Abortable`) or stop (`Fatal`).
+/// A commit that did not go through: abort and rewind (`Abortable`), the same with a new
+/// producer (`Fenced`), or stop (`Fatal`).
 pub(super) enum CommitFailure {
     Abortable(KafkaError),
+    /// The producer is fenced: its transaction was aborted for it, and it can do nothing more.
+    /// Kafka Streams takes this for a migrated task and resets the producer; so do we.
+    Fenced(KafkaError),
     Fatal(KafkaError),
 }
 
 pub(super) fn classify(error: KafkaError) -> CommitFailure {
-    let fatal = match &error {
-        KafkaError::Transaction(rd) => rd.is_fatal(),
-        _ => false,
-    };
-    if fatal {
-        CommitFailure::Fatal(error)
-    } else {
-        CommitFailure::Abortable(error)
+    match &error {
+        KafkaError::Transaction(rd) if rd.is_fatal() && is_fencing(rd.code()) => {
+            CommitFailure::Fenced(error)
+        }
+        KafkaError::Transaction(rd) if rd.is_fatal() => CommitFailure::Fatal(error),
+        _ => CommitFailure::Abortable(error),
     }
+}
+
+/// The fatal errors that mean "fenced": the coordinator bumped this transactional id's epoch,
+/// because the transaction outlived `transaction.timeout.ms` (a broker stalled longer than
+/// that, as a fenced-and-readmitted broker does) or another producer initialised the same id.
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
 }
 
 impl<P: Processor> StreamThread<P> {
@@ -80,9 +94,15 @@ impl<P: Processor> StreamThread<P> {
                 self.abort_and_rewind(consumer)?;
                 self.begin_transaction()?;
             }
+            Err(CommitFailure::Fenced(error)) => {
+                self.health.set_ready(false);
+                warn!(%error, "committing failed: the producer is fenced; the batch is redone");
+                self.abort_and_rewind(consumer)?;
+                self.begin_transaction()?;
+            }
             Err(CommitFailure::Fatal(error)) => {
                 return Err(StreamsError::kafka(
-                    "committing (fatal: another instance with this transactional id took over, or the producer is fenced)",
+                    "committing (a fatal producer error)",
                     error,
                 ));
             }
@@ -257,8 +277,16 @@ impl<P: Processor> StreamThread<P> {
             {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    if let CommitFailure::Fatal(error) = classify(error.clone()) {
-                        return Err(StreamsError::kafka("aborting a failed transaction", error));
+                    match classify(error.clone()) {
+                        CommitFailure::Fatal(error) => {
+                            return Err(StreamsError::kafka(
+                                "aborting a failed transaction",
+                                error,
+                            ));
+                        }
+                        // The coordinator aborted it already; the producer is done for.
+                        CommitFailure::Fenced(error) => return self.reset_producer(&error),
+                        CommitFailure::Abortable(_) => {}
                     }
                     self.outage
                         .failed("aborting a failed transaction", &error)?;
@@ -266,6 +294,37 @@ impl<P: Processor> StreamThread<P> {
                     self.health.heartbeat();
                     std::thread::sleep(self.outage.backoff());
                 }
+            }
+        }
+    }
+
+    /// Replaces a fenced producer (Kafka Streams' `StreamsProducer.resetProducer`): a new one
+    /// with the same transactional id, initialised — which fences nothing of ours any more
+    /// and completes the abort of what the old one had open. Retried through an outage like
+    /// an abort; the caller then rolls back, rewinds and begins a transaction on it.
+    fn reset_producer(&mut self, fenced: &KafkaError) -> Result<(), StreamsError> {
+        warn!(
+            error = %fenced,
+            "the producer was fenced: its transaction outlived transaction.timeout.ms (a broker \
+             stall?) or another process started with this instance's id (two instances sharing \
+             a copied state dir: give each its own); a new producer takes over"
+        );
+        self.metrics.producer_resets.inc();
+        loop {
+            match super::transactional_producer(&self.config, &self.instance_id, OPERATION_TIMEOUT)
+            {
+                Ok(producer) => {
+                    self.collector.replace_producer(producer);
+                    return Ok(());
+                }
+                Err(StreamsError::Kafka { source: error, .. })
+                    if matches!(classify(error.clone()), CommitFailure::Abortable(_)) =>
+                {
+                    self.outage.failed("initialising a new producer", &error)?;
+                    self.health.heartbeat();
+                    std::thread::sleep(self.outage.backoff());
+                }
+                Err(error) => return Err(error),
             }
         }
     }

@@ -176,13 +176,8 @@ impl<P: Processor + 'static> KafkaStreams<P> {
             "starting"
         );
 
-        let producer = create_producer(&config, &instance_id)?;
+        let producer = transactional_producer(&config, &instance_id, STARTUP_TIMEOUT)?;
         if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-            // Fences a previous incarnation with this transactional id and aborts its open
-            // transaction, so its partitions are not blocked until the transaction times out.
-            producer
-                .init_transactions(STARTUP_TIMEOUT)
-                .map_err(|e| StreamsError::kafka("initialising transactions", e))?;
             producer
                 .begin_transaction()
                 .map_err(|e| StreamsError::kafka("beginning a transaction", e))?;
@@ -208,6 +203,7 @@ impl<P: Processor + 'static> KafkaStreams<P> {
         );
         let thread = StreamThread::new(
             config.clone(),
+            instance_id,
             tasks,
             collector,
             purge,
@@ -342,6 +338,23 @@ fn create_consumer<P: Processor>(
         .set("topic.metadata.refresh.interval.ms", "2000")
         .create_with_context(context)
         .map_err(|e| StreamsError::kafka("creating the consumer", e))
+}
+
+/// The instance's producer; exactly-once, with its transactions initialised: that fences a
+/// previous incarnation with this transactional id and aborts its open transaction, so its
+/// partitions are not blocked until the transaction times out.
+fn transactional_producer(
+    config: &StreamsConfig,
+    instance_id: &str,
+    timeout: Duration,
+) -> Result<StreamsProducer, StreamsError> {
+    let producer = create_producer(config, instance_id)?;
+    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| StreamsError::kafka("initialising transactions", e))?;
+    }
+    Ok(producer)
 }
 
 fn create_producer(

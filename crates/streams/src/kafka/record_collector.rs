@@ -60,6 +60,13 @@ impl RecordCollector {
         }
     }
 
+    /// Takes `producer` in place of a fenced one; the batch it had is forgotten (the caller
+    /// rolls back and redoes it).
+    pub(crate) fn replace_producer(&mut self, producer: StreamsProducer) {
+        self.discard_batch();
+        self.producer = producer;
+    }
+
     /// The producer, for the commit path's transaction calls.
     pub(crate) fn producer(&self) -> &StreamsProducer {
         &self.producer

@@ -44,6 +44,8 @@ use crate::processor::Processor;
 
 pub(crate) struct StreamThread<P: Processor> {
     pub(super) config: StreamsConfig,
+    /// This instance's id (its transactional id's suffix), for a producer reset.
+    pub(super) instance_id: String,
     pub(super) tasks: TaskManager<P>,
     pub(super) collector: RecordCollector,
     pub(super) metrics: Arc<StreamsMetrics>,
@@ -82,6 +84,7 @@ pub(crate) struct StreamThread<P: Processor> {
 impl<P: Processor> StreamThread<P> {
     pub(crate) fn new(
         config: StreamsConfig,
+        instance_id: String,
         tasks: TaskManager<P>,
         collector: RecordCollector,
         purge: Option<RepartitionPurge>,
@@ -103,6 +106,7 @@ impl<P: Processor> StreamThread<P> {
             purge,
             rebalance_error: None,
             config,
+            instance_id,
             tasks,
             collector,
             metrics,
