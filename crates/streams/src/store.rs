@@ -238,7 +238,7 @@ impl StateDir {
             .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(500));
-        let db = open_waiting_for_lock(&config, LOCK_WAIT).map_err(|source| match source {
+        let db = open_waiting_for_lock(&config).map_err(|source| match source {
             source if is_lock_held(&source) => StoreError::Locked { path: path.clone() },
             source => error(source),
         })?;
@@ -290,9 +290,9 @@ impl StateDir {
 /// milliseconds; a lock held for longer belongs to another process.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Opens `config`'s database, retrying while its lock is held, for at most `wait`.
-fn open_waiting_for_lock(config: &sled::Config, wait: Duration) -> sled::Result<sled::Db> {
-    let deadline = Instant::now() + wait;
+/// Opens `config`'s database, retrying while its lock is held, for at most [`LOCK_WAIT`].
+fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match config.open() {
             Err(error) if is_lock_held(&error) && Instant::now() < deadline => {

@@ -94,15 +94,16 @@ impl<P: Processor> StreamThread<P> {
                 self.abort_and_rewind(consumer)?;
                 self.begin_transaction()?;
             }
-            Err(CommitFailure::Fenced(error)) => {
+            // The abort fails the same way and replaces the producer (it says so, at WARN).
+            Err(CommitFailure::Fenced(_)) => {
                 self.health.set_ready(false);
-                warn!(%error, "committing failed: the producer is fenced; the batch is redone");
                 self.abort_and_rewind(consumer)?;
                 self.begin_transaction()?;
             }
             Err(CommitFailure::Fatal(error)) => {
                 return Err(StreamsError::kafka(
-                    "committing (a fatal producer error)",
+                    "committing (a fatal producer error: check the ACLs of the transactional id \
+                     and that the broker supports transactions)",
                     error,
                 ));
             }

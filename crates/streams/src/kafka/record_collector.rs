@@ -60,10 +60,9 @@ impl RecordCollector {
         }
     }
 
-    /// Takes `producer` in place of a fenced one; the batch it had is forgotten (the caller
-    /// rolls back and redoes it).
+    /// Takes `producer` in place of a fenced one. The old one's delivery reports go with it;
+    /// the caller discards the rest of the batch ([`Self::discard_batch`]) and redoes it.
     pub(crate) fn replace_producer(&mut self, producer: StreamsProducer) {
-        self.discard_batch();
         self.producer = producer;
     }
 
