@@ -41,6 +41,14 @@ impl Outage {
         )
     }
 
+    /// The failing batch went with its revoked tasks: nothing is left whose commit must prove
+    /// the broker back, so the next probe it answers ends the outage. Without this an
+    /// instance left with no partitions after an outage (its session timed out meanwhile)
+    /// stayed not ready for good: it has nothing to commit.
+    pub(crate) fn batch_abandoned(&mut self) {
+        self.commits_failing = false;
+    }
+
     /// The broker answered a probe: the outage is over unless commits are what fails.
     pub(crate) fn probe_answered(&mut self) -> bool {
         !self.commits_failing && self.recovered()
@@ -113,6 +121,17 @@ mod tests {
         assert_eq!(outage.backoff(), Duration::from_millis(200));
         assert!(outage.recovered());
         assert!(!outage.recovered());
+
+        outage
+            .commit_failed(&"message timed out")
+            .expect("within bound");
+        assert!(
+            !outage.probe_answered(),
+            "only a commit ends a commit failure"
+        );
+        outage.batch_abandoned();
+        assert!(outage.probe_answered(), "unless its batch is gone");
+        assert!(!outage.is_on());
 
         let mut short = Outage::new(Duration::ZERO);
         short.since = Some(Instant::now() - Duration::from_millis(5));

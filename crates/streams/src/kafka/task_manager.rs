@@ -119,6 +119,11 @@ impl<P: Processor> TaskManager<P> {
         for element in revoked.elements() {
             self.assigned
                 .remove(&(element.topic().to_owned(), element.partition()));
+            // librdkafka stops reporting a revoked partition's lag: its last value would stay.
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[element.topic(), element.partition().to_string().as_str()]);
             let id = TaskId(element.partition());
             if self.tasks.close(id) {
                 let _span = self.task_span(id).entered();
@@ -126,6 +131,12 @@ impl<P: Processor> TaskManager<P> {
             }
         }
         self.update_assigned_gauge();
+    }
+
+    /// Whether any partition is assigned (an instance of a group with more instances than
+    /// partitions may have none).
+    pub(crate) fn has_assignment(&self) -> bool {
+        !self.assigned.is_empty()
     }
 
     fn update_assigned_gauge(&self) {

@@ -146,6 +146,9 @@ impl<P: Processor> StreamThread<P> {
             self.group.remove(element.topic(), element.partition());
         }
         self.tasks.handle_revocation(revoked);
+        if !self.tasks.has_assignment() {
+            self.outage.batch_abandoned();
+        }
     }
 
     /// Assignment: the source partitions join the partition group at their committed offsets
