@@ -8,6 +8,7 @@
 mod counting_app;
 mod deploy;
 mod enrich;
+mod enrich_freeze;
 mod enrich_repartition;
 mod http_hostile;
 mod ingest;

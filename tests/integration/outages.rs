@@ -27,7 +27,7 @@ use crate::support::{
 
 /// The tests that run a broker of their own take turns: on a small machine, two JVM brokers
 /// restarting at once besides the shared services slow everything past the tests' bounds.
-static PRIVATE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static PRIVATE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long the broker stays down in the ride-out tests.
 const OUTAGE: Duration = Duration::from_secs(10);

@@ -502,11 +502,20 @@ pub fn wait_for_metric(
 
 /// Produces the ticks in the full raw format, key = symbol, and waits for every delivery.
 pub fn produce_ticks(topic: &str, ticks: &[(tickstream_model::Symbol, f64, i64)]) {
+    produce_ticks_on(&kafka_brokers(), topic, ticks);
+}
+
+/// [`produce_ticks`] on `brokers`; returns once every tick is acknowledged.
+pub fn produce_ticks_on(
+    brokers: &str,
+    topic: &str,
+    ticks: &[(tickstream_model::Symbol, f64, i64)],
+) {
     use tickstream_model::{RawTick, RecordFormat};
     // Kafka's default partitioner for keys (Java, kafka-python; librdkafka's murmur2_random):
     // each symbol lands in the partition enrich expects it in, so it needs no repartition hop.
     let producer = producer(
-        &kafka_brokers(),
+        brokers,
         &[("linger.ms", "20"), ("partitioner", "murmur2_random")],
     );
     block_on(async {
@@ -606,6 +615,34 @@ impl PrivateBroker {
         );
     }
 
+    /// Freezes the broker's JVM (SIGSTOP): connections stay open and nothing is answered, as
+    /// when a starved or paused JVM stalls. [`Self::thaw`] lets it go on.
+    pub fn freeze(&self) {
+        self.signal("STOP")
+            .unwrap_or_else(|e| panic!("freezing the private broker: {e}"));
+    }
+
+    pub fn thaw(&self) {
+        self.signal("CONT")
+            .unwrap_or_else(|e| panic!("thawing the private broker: {e}"));
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid_file = self.dir.path().join("kafka/kafka.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("reading {}: {e}", pid_file.display()))?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .map_err(|e| format!("running kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {} failed ({status})", pid.trim()))
+        }
+    }
+
     /// Stops the broker (SIGTERM, waits for it to exit); its data stays for [`Self::up`].
     pub fn down(&self) {
         let status = self.script("down");
@@ -618,6 +655,8 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
+        // A frozen JVM would never act on the SIGTERM of `down` (a test that failed mid-freeze).
+        let _ = self.signal("CONT");
         let _ = self.script("down");
     }
 }

@@ -141,6 +141,8 @@ impl BrokerWatch {
                     self.facts.probe_failed = None;
                 }
                 Ok(Err(error)) => {
+                    // A producer left without brokers would never find them again by itself.
+                    tickstream_streams::rebootstrap(self.producer.client(), &self.brokers);
                     let cause = match self.state.log.last_problem() {
                         Some(problem) => format!("{error}; last report: {problem}"),
                         None => error.to_string(),

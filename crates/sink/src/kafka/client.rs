@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use tickstream_model::Topology;
-use tickstream_streams::{ClientLog, client_config, kafka_millis};
+use tickstream_streams::{ClientLog, client_config, kafka_millis, rebootstrap};
 use tracing::info;
 
 use crate::availability::Availability;
@@ -201,6 +201,7 @@ pub(super) fn dead_letter_config(config: &SinkConfig) -> ClientConfig {
 pub(super) async fn watch_kafka(
     consumer: Arc<SinkConsumer>,
     topics: Vec<String>,
+    brokers: String,
     availability: Arc<Availability>,
 ) {
     loop {
@@ -214,7 +215,11 @@ pub(super) async fn watch_kafka(
                 availability.kafka_up(missing);
                 Ok(())
             }
-            Ok(Err(cause)) => availability.kafka_down(&cause),
+            Ok(Err(cause)) => {
+                // A consumer left without brokers would never find them again by itself.
+                rebootstrap(consumer.client(), &brokers);
+                availability.kafka_down(&cause)
+            }
             Err(error) => availability.kafka_down(&format!("the metadata probe failed: {error}")),
         };
         if outcome.is_err() {

@@ -109,6 +109,8 @@ struct KafkaInput {
     producer: FutureProducer<LoggingContext>,
     dead_letters: DeadLetterWriter,
     topics: Vec<String>,
+    /// `bootstrap.servers`, for the probe's re-bootstrap (`tickstream_streams::rebootstrap`).
+    brokers: String,
     shutdown_grace: Duration,
     metrics: Arc<SinkMetrics>,
     last_lag_update: Mutex<Option<Instant>>,
@@ -134,6 +136,7 @@ impl KafkaInput {
             producer,
             dead_letters: DeadLetterWriter::new(config.dead_letter_topic.clone()),
             topics: config.topics.clone(),
+            brokers: config.brokers.clone(),
             shutdown_grace: config.shutdown_grace,
             metrics,
             last_lag_update: Mutex::new(None),
@@ -190,6 +193,7 @@ impl SinkInput for KafkaInput {
         self.probe = Some(AbortOnDrop(tokio::spawn(watch_kafka(
             Arc::clone(&self.consumer),
             self.topics.clone(),
+            self.brokers.clone(),
             Arc::clone(availability),
         ))));
         Ok(())

@@ -32,6 +32,26 @@ pub fn client_config(
     client
 }
 
+/// Gives `client` its bootstrap brokers again, after it found no broker answering.
+///
+/// librdkafka 2.10–2.13 decommissions every broker a metadata response leaves out, and a KRaft
+/// broker fenced for a moment (its controller does that to a broker that stalled past its
+/// session, then re-admits it) answers one listing no broker at all: the client is left with
+/// none, and the same "successful" response stopped its re-bootstrap timer, so it never
+/// reconnects (confluentinc/librdkafka#5301, open; #5303 proposes re-bootstrapping then, as
+/// this does). Adding the bootstrap servers is harmless otherwise: librdkafka skips those it
+/// has configured already, and drops a duplicate of a known broker at the next metadata.
+pub fn rebootstrap<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, brokers: &str) {
+    let Ok(list) = std::ffi::CString::new(brokers) else {
+        return; // validated settings hold no NUL byte
+    };
+    // SAFETY: `client` keeps its handle alive for the call; `rd_kafka_brokers_add` copies the
+    // list, which is a valid NUL-terminated string, and may be called from any thread.
+    unsafe {
+        rdkafka::bindings::rd_kafka_brokers_add(client.native_ptr(), list.as_ptr());
+    }
+}
+
 /// A duration as a librdkafka `*.ms` value; librdkafka takes at most `i32::MAX` ms (~24 days).
 pub fn kafka_millis(duration: Duration) -> String {
     duration.as_millis().min(i32::MAX as u128).to_string()

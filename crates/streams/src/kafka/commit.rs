@@ -279,18 +279,24 @@ impl<P: Processor> StreamThread<P> {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     match classify(error.clone()) {
-                        CommitFailure::Fatal(error) => {
-                            return Err(StreamsError::kafka(
-                                "aborting a failed transaction",
-                                error,
-                            ));
+                        // Fenced: the coordinator aborted the transaction already. Any other
+                        // fatal error: the producer can do nothing more, and the batch is
+                        // being given up anyway — Kafka 4.x answers an abort that races the
+                        // coordinator's own timeout abort with INVALID_TXN_STATE, for one.
+                        // A new producer's init_transactions aborts whatever is still open;
+                        // a cause that lasts (an ACL) fails that init, and stops us there.
+                        CommitFailure::Fenced(error) | CommitFailure::Fatal(error) => {
+                            return self.reset_producer(&error);
                         }
-                        // The coordinator aborted it already; the producer is done for.
-                        CommitFailure::Fenced(error) => return self.reset_producer(&error),
                         CommitFailure::Abortable(_) => {}
                     }
                     self.outage
                         .failed("aborting a failed transaction", &error)?;
+                    // See `client::rebootstrap`: the producer may have no broker left.
+                    super::client::rebootstrap(
+                        self.collector.producer().client(),
+                        &self.config.bootstrap_servers,
+                    );
                     // Still alive (the loop waits here, not stuck): /healthz stays true.
                     self.health.heartbeat();
                     std::thread::sleep(self.outage.backoff());
@@ -299,16 +305,18 @@ impl<P: Processor> StreamThread<P> {
         }
     }
 
-    /// Replaces a fenced producer (Kafka Streams' `StreamsProducer.resetProducer`): a new one
-    /// with the same transactional id, initialised — which fences nothing of ours any more
-    /// and completes the abort of what the old one had open. Retried through an outage like
+    /// Replaces a fenced (or otherwise failed) producer (Kafka Streams'
+    /// `StreamsProducer.resetProducer`): a new one with the same transactional id,
+    /// initialised — which fences nothing of ours any more and completes the abort of what the
+    /// old one had open. Retried through an outage like
     /// an abort; the caller then rolls back, rewinds and begins a transaction on it.
-    fn reset_producer(&mut self, fenced: &KafkaError) -> Result<(), StreamsError> {
+    fn reset_producer(&mut self, failed: &KafkaError) -> Result<(), StreamsError> {
         warn!(
-            error = %fenced,
-            "the producer was fenced: its transaction outlived transaction.timeout.ms (a broker \
-             stall?) or another process started with this instance's id (two instances sharing \
-             a copied state dir: give each its own); a new producer takes over"
+            error = %failed,
+            "the producer can go on no more (fenced, or its transaction ended by the \
+             coordinator): the transaction outlived transaction.timeout.ms (a broker stall?) or \
+             another process started with this instance's id (two instances sharing a copied \
+             state dir: give each its own); a new producer takes over"
         );
         self.metrics.producer_resets.inc();
         loop {

@@ -28,7 +28,7 @@ use rdkafka::error::KafkaError;
 use tracing::debug;
 
 use super::thread::{StreamThread, StreamsContext};
-use super::{StreamsError, is_unreachable};
+use super::{StreamsError, client, is_unreachable};
 use crate::metrics::{Health, StreamsMetrics};
 use crate::processor::Processor;
 use crate::stream_loop::{Polled, StreamsTransport};
@@ -86,13 +86,17 @@ impl<'a, P: Processor> KafkaTransport<'a, P> {
                 }
                 Ok(())
             }
-            Err(error) => thread.outage.failed(
-                &format!(
-                    "reaching the brokers at {}",
-                    thread.config.bootstrap_servers
-                ),
-                &error,
-            ),
+            Err(error) => {
+                // A client left without brokers would never find them again by itself.
+                client::rebootstrap(self.consumer.client(), &thread.config.bootstrap_servers);
+                thread.outage.failed(
+                    &format!(
+                        "reaching the brokers at {}",
+                        thread.config.bootstrap_servers
+                    ),
+                    &error,
+                )
+            }
         }
     }
 }
