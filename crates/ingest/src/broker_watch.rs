@@ -102,6 +102,8 @@ pub struct BrokerWatch {
     down: Option<(Instant, Instant)>,
     /// The broker has answered at least once.
     answered: bool,
+    /// Gives the producer its bootstrap brokers again when probes fail.
+    rebootstrapper: tickstream_streams::Rebootstrapper,
 }
 
 impl BrokerWatch {
@@ -122,6 +124,7 @@ impl BrokerWatch {
             probe: None,
             probe_started: None,
             facts: Facts::default(),
+            rebootstrapper: tickstream_streams::Rebootstrapper::default(),
             down: None,
             answered: false,
         }
@@ -137,12 +140,14 @@ impl BrokerWatch {
         {
             match outcome {
                 Ok(Ok(())) => {
+                    self.rebootstrapper.answered();
                     self.facts.last_answer = Some(now);
                     self.facts.probe_failed = None;
                 }
                 Ok(Err(error)) => {
                     // A producer left without brokers would never find them again by itself.
-                    tickstream_streams::rebootstrap(self.producer.client(), &self.brokers);
+                    self.rebootstrapper
+                        .failed(self.producer.client(), &self.brokers);
                     let cause = match self.state.log.last_problem() {
                         Some(problem) => format!("{error}; last report: {problem}"),
                         None => error.to_string(),

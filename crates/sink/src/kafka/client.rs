@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use tickstream_model::Topology;
-use tickstream_streams::{ClientLog, client_config, kafka_millis, rebootstrap};
+use tickstream_streams::{ClientLog, Rebootstrapper, client_config, kafka_millis};
 use tracing::info;
 
 use crate::availability::Availability;
@@ -204,6 +204,7 @@ pub(super) async fn watch_kafka(
     brokers: String,
     availability: Arc<Availability>,
 ) {
+    let mut rebootstrapper = Rebootstrapper::default();
     loop {
         let probe = {
             let consumer = Arc::clone(&consumer);
@@ -212,12 +213,13 @@ pub(super) async fn watch_kafka(
         };
         let outcome = match probe {
             Ok(Ok(missing)) => {
+                rebootstrapper.answered();
                 availability.kafka_up(missing);
                 Ok(())
             }
             Ok(Err(cause)) => {
                 // A consumer left without brokers would never find them again by itself.
-                rebootstrap(consumer.client(), &brokers);
+                rebootstrapper.failed(consumer.client(), &brokers);
                 availability.kafka_down(&cause)
             }
             Err(error) => availability.kafka_down(&format!("the metadata probe failed: {error}")),

@@ -52,6 +52,38 @@ pub fn rebootstrap<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C
     }
 }
 
+/// When to [`rebootstrap`] a client during an outage: at the first failed probe, then after 2,
+/// 4, 8, … failures. A client the librdkafka bug left without brokers is healed at once. A
+/// client whose broker is simply down gets a handful of calls over the longest outage: each
+/// call there adds a duplicate of the broker it knows, which the next metadata answer drops.
+#[derive(Debug, Default)]
+pub struct Rebootstrapper {
+    failures: u32,
+}
+
+impl Rebootstrapper {
+    /// A probe (or retry) failed: re-bootstraps `client` when due.
+    pub fn failed<C: rdkafka::ClientContext>(
+        &mut self,
+        client: &rdkafka::client::Client<C>,
+        brokers: &str,
+    ) {
+        if self.due() {
+            rebootstrap(client, brokers);
+        }
+    }
+
+    /// The brokers answered: the next failure re-bootstraps at once.
+    pub fn answered(&mut self) {
+        self.failures = 0;
+    }
+
+    fn due(&mut self) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        self.failures.is_power_of_two()
+    }
+}
+
 /// A duration as a librdkafka `*.ms` value; librdkafka takes at most `i32::MAX` ms (~24 days).
 pub fn kafka_millis(duration: Duration) -> String {
     duration.as_millis().min(i32::MAX as u128).to_string()
@@ -83,6 +115,21 @@ macro_rules! forward_client_log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebootstraps_are_due_at_the_first_failure_then_ever_more_rarely() {
+        let mut rebootstrapper = Rebootstrapper::default();
+        let due = (1..=20).filter(|_| rebootstrapper.due()).count();
+        assert_eq!(due, 5, "failures 1, 2, 4, 8 and 16 of 20");
+        let mut rebootstrapper = Rebootstrapper::default();
+        let schedule: Vec<bool> = (0..8).map(|_| rebootstrapper.due()).collect();
+        assert_eq!(
+            schedule,
+            [true, true, false, true, false, false, false, true]
+        );
+        rebootstrapper.answered();
+        assert!(rebootstrapper.due(), "an answer starts the schedule over");
+    }
 
     #[test]
     fn the_users_settings_win_over_the_defaults() {

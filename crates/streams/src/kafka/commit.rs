@@ -270,6 +270,7 @@ impl<P: Processor> StreamThread<P> {
     /// Aborts the open transaction, retrying through a broker outage (an abort that cannot
     /// reach the transaction coordinator times out, and may be called again).
     fn abort_transaction(&mut self) -> Result<(), StreamsError> {
+        let mut rebootstrapper = super::client::Rebootstrapper::default();
         loop {
             match self
                 .collector
@@ -293,7 +294,7 @@ impl<P: Processor> StreamThread<P> {
                     self.outage
                         .failed("aborting a failed transaction", &error)?;
                     // See `client::rebootstrap`: the producer may have no broker left.
-                    super::client::rebootstrap(
+                    rebootstrapper.failed(
                         self.collector.producer().client(),
                         &self.config.bootstrap_servers,
                     );

@@ -50,6 +50,7 @@ pub(super) struct KafkaTransport<'a, P: Processor> {
     metrics: &'a StreamsMetrics,
     health: &'a Health,
     last_probe: Instant,
+    rebootstrapper: client::Rebootstrapper,
     /// The thread's count of records taken at the end of the last poll.
     taken: u64,
 }
@@ -65,6 +66,7 @@ impl<'a, P: Processor> KafkaTransport<'a, P> {
             metrics,
             health,
             last_probe: Instant::now(),
+            rebootstrapper: client::Rebootstrapper::default(),
             taken: 0,
         }
     }
@@ -81,6 +83,7 @@ impl<'a, P: Processor> KafkaTransport<'a, P> {
             .fetch_metadata(None, Duration::from_millis(500))
         {
             Ok(_) => {
+                self.rebootstrapper.answered();
                 if thread.outage.probe_answered() {
                     self.health.set_ready(true);
                 }
@@ -88,7 +91,8 @@ impl<'a, P: Processor> KafkaTransport<'a, P> {
             }
             Err(error) => {
                 // A client left without brokers would never find them again by itself.
-                client::rebootstrap(self.consumer.client(), &thread.config.bootstrap_servers);
+                self.rebootstrapper
+                    .failed(self.consumer.client(), &thread.config.bootstrap_servers);
                 thread.outage.failed(
                     &format!(
                         "reaching the brokers at {}",
