@@ -108,8 +108,10 @@ fn enrich_rides_out_a_broker_frozen_past_its_transaction_timeout_and_commits_eve
 
     broker.freeze();
     let frozen = Instant::now();
-    // The freeze's length is what is tested; enrich must stay up all through it, and say it
-    // is not ready once its group session has run out (librdkafka enforces it locally).
+    // The freeze's length is what is tested; enrich must stay up all through it. It must also
+    // say it is not ready: once its group session has run out (librdkafka enforces it
+    // locally), or once a commit fails — during the freeze, or just after it when a commit
+    // waited the freeze out.
     let mut said_not_ready = false;
     while frozen.elapsed() < FREEZE {
         app.assert_running();
@@ -117,9 +119,15 @@ fn enrich_rides_out_a_broker_frozen_past_its_transaction_timeout_and_commits_eve
         std::thread::sleep(Duration::from_millis(100));
     }
     broker.thaw();
+    let thawed = Instant::now();
+    while !said_not_ready && thawed.elapsed() < RECOVERY {
+        app.assert_running();
+        said_not_ready |= readyz(metrics) == Some(503);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         said_not_ready,
-        "/readyz stayed 200 through a {FREEZE:?} freeze; log:\n{}",
+        "/readyz stayed 200 through a {FREEZE:?} freeze and {RECOVERY:?} after it; log:\n{}",
         app.log_tail()
     );
     feeder

@@ -40,7 +40,7 @@ pub use admin::{ExistingTopic, TopicRole, TopicSpec, TopicState, create_topics, 
 use dead_letter::DeadLetterWriter;
 use produce::{DeliveryContext, StreamsProducer};
 use record_collector::RecordCollector;
-use restore::RestoreContext;
+use restore::RestoreConsumer;
 pub use task_manager::ProcessorFactory;
 use task_manager::TaskManager;
 use thread::{StreamThread, StreamsContext};
@@ -182,7 +182,7 @@ impl<P: Processor + 'static> KafkaStreams<P> {
                 .begin_transaction()
                 .map_err(|e| StreamsError::kafka("beginning a transaction", e))?;
         }
-        let restore_consumer = create_restore_consumer(&config)?;
+        let restore_consumer = RestoreConsumer::new(&config)?;
         let purge = match config.repartition {
             Some(_) => Some(purge::RepartitionPurge::new(&config)?),
             None => None,
@@ -287,20 +287,6 @@ pub(crate) fn is_unreachable(error: &KafkaError) -> bool {
 /// result, after the user's: they win (exactly-once depends on them).
 pub(crate) fn client_config(config: &StreamsConfig) -> ClientConfig {
     client::client_config(&config.bootstrap_servers, &[], &config.kafka_settings)
-}
-
-/// The consumer that reads the changelogs to restore tasks: assigned, never subscribed.
-fn create_restore_consumer(
-    config: &StreamsConfig,
-) -> Result<BaseConsumer<RestoreContext>, StreamsError> {
-    client_config(config)
-        // librdkafka refuses assign() without a group id; this one never joins or commits.
-        .set("group.id", format!("{}-restore", config.application_id))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create_with_context(RestoreContext::new("restore consumer"))
-        .map_err(|e| StreamsError::kafka("creating the restore consumer", e))
 }
 
 /// The group member: its context holds the stream thread's state (see `thread.rs`).

@@ -16,6 +16,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
 use super::StreamsError;
+use super::client::Rebootstrapper;
+use crate::config::StreamsConfig;
 use crate::metrics::{Health, StreamsMetrics};
 use crate::store::TaskTree;
 
@@ -28,20 +30,56 @@ const BATCH: usize = 10_000;
 /// no ERROR; see [`crate::ClientLog`]).
 pub(crate) type RestoreContext = crate::client_log::LoggingContext;
 
+/// The consumer that reads the changelogs to restore tasks (assigned, never subscribed), and
+/// the bootstrap servers it is given again if it finds no broker (`client::rebootstrap`).
+pub(crate) struct RestoreConsumer {
+    pub(crate) consumer: BaseConsumer<RestoreContext>,
+    pub(crate) brokers: String,
+}
+
+impl RestoreConsumer {
+    pub(crate) fn new(config: &StreamsConfig) -> Result<Self, StreamsError> {
+        let consumer = super::client_config(config)
+            // librdkafka refuses assign() without a group id; this one never joins or commits.
+            .set("group.id", format!("{}-restore", config.application_id))
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            .create_with_context(RestoreContext::new("restore consumer"))
+            .map_err(|e| StreamsError::kafka("creating the restore consumer", e))?;
+        Ok(Self {
+            consumer,
+            brokers: config.bootstrap_servers.clone(),
+        })
+    }
+
+    /// A retriable error: if it says no broker answers, maybe re-bootstrap.
+    fn retrying(&self, error: &KafkaError, rebootstrapper: &mut Rebootstrapper) {
+        if super::is_unreachable(error) {
+            rebootstrapper.failed(self.consumer.client(), &self.brokers);
+        }
+    }
+}
+
 /// Leadership moves (a fresh topic, a broker restart) and an unreachable broker answer with a
 /// retriable error for a while; those are retried until `patience` runs out, anything else
 /// fails at once.
 fn fetch_watermarks(
-    consumer: &BaseConsumer<RestoreContext>,
+    restore: &RestoreConsumer,
     changelog: &str,
     partition: i32,
     patience: Duration,
     health: &Health,
 ) -> Result<(i64, i64), KafkaError> {
     let deadline = Instant::now() + patience;
+    let mut rebootstrapper = Rebootstrapper::default();
     loop {
-        match consumer.fetch_watermarks(changelog, partition, WATERMARK_TIMEOUT) {
+        match restore
+            .consumer
+            .fetch_watermarks(changelog, partition, WATERMARK_TIMEOUT)
+        {
             Err(error) if retriable(&error) && Instant::now() < deadline => {
+                restore.retrying(&error, &mut rebootstrapper);
                 health.heartbeat();
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -64,7 +102,7 @@ fn retriable(error: &KafkaError) -> bool {
 }
 
 pub(crate) fn restore_task(
-    consumer: &BaseConsumer<RestoreContext>,
+    restore: &RestoreConsumer,
     tree: &TaskTree,
     changelog: &str,
     partition: i32,
@@ -77,7 +115,7 @@ pub(crate) fn restore_task(
         partition,
         problem,
     };
-    let (low, high) = fetch_watermarks(consumer, changelog, partition, patience, health)
+    let (low, high) = fetch_watermarks(restore, changelog, partition, patience, health)
         .map_err(|e| fail(format!("cannot read its offsets: {e}")))?;
     let start = match tree.checkpoint()? {
         Some(checkpoint) if (low..=high).contains(&checkpoint) => checkpoint,
@@ -104,6 +142,8 @@ pub(crate) fn restore_task(
         return Ok(());
     }
     let started = Instant::now();
+    let consumer = &restore.consumer;
+    let mut rebootstrapper = Rebootstrapper::default();
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(changelog, partition, Offset::Offset(start))
@@ -146,7 +186,9 @@ pub(crate) fn restore_task(
             Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             // The broker restarting under a restore: librdkafka reconnects and goes on.
-            Some(Err(error)) if retriable(&error) && last_progress.elapsed() <= patience => {}
+            Some(Err(error)) if retriable(&error) && last_progress.elapsed() <= patience => {
+                restore.retrying(&error, &mut rebootstrapper);
+            }
             Some(Err(error)) => return Err(fail(error.to_string())),
             None if last_progress.elapsed() > patience => {
                 return Err(fail(format!(

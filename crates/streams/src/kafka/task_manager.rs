@@ -23,11 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::BaseConsumer;
 use tracing::{info, info_span};
 
 use super::StreamsError;
-use super::restore::{RestoreContext, restore_task};
+use super::restore::{RestoreConsumer, restore_task};
 use crate::config::StreamsConfig;
 use crate::metrics::{Health, StreamsMetrics};
 use crate::processor::{Collector, Processor, TaskId};
@@ -52,7 +51,7 @@ pub(crate) struct TaskManager<P: Processor> {
     layout: TopicLayout,
     factory: ProcessorFactory<P>,
     state: StateDir,
-    restore_consumer: BaseConsumer<RestoreContext>,
+    restore_consumer: RestoreConsumer,
     /// The running tasks (created, processed through, committed and closed as on every
     /// transport: [`Tasks`]).
     tasks: Tasks<P>,
@@ -68,7 +67,7 @@ impl<P: Processor> TaskManager<P> {
         layout: TopicLayout,
         factory: ProcessorFactory<P>,
         state: StateDir,
-        restore_consumer: BaseConsumer<RestoreContext>,
+        restore_consumer: RestoreConsumer,
         metrics: Arc<StreamsMetrics>,
         health: Arc<Health>,
     ) -> Self {
@@ -258,11 +257,8 @@ mod tests {
         metrics: &Arc<StreamsMetrics>,
     ) -> TaskManager<CountingProcessor> {
         let config = StreamsConfig::new("gauge", "127.0.0.1:1", &["in"]);
-        let restore_consumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .set("group.id", "gauge-restore")
-            .create_with_context(RestoreContext::new("restore consumer"))
-            .expect("creating a consumer needs no broker");
+        let restore_consumer =
+            RestoreConsumer::new(&config).expect("creating a consumer needs no broker");
         let layout = TopicLayout {
             source_partitions: HashMap::from([("in".to_owned(), 2)]),
             tasks: 0,
