@@ -298,6 +298,7 @@ impl SinkInput for KafkaInput {
         self.dead_letters
             .deliver(
                 &self.producer,
+                &self.brokers,
                 &outgoing,
                 &self.shutdown,
                 self.shutdown_grace,

@@ -20,9 +20,10 @@ use std::time::Duration;
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
 use tracing::warn;
 
+use super::client::Rebootstrapper;
 use super::produce::{SendError, StreamsProducer, lock, send_polling, send_with_backpressure};
 use crate::shutdown::Shutdown;
 
@@ -142,10 +143,13 @@ impl DeadLetterWriter {
     }
 
     /// Sends `letter` until the broker acknowledges it, by the module's retry rule: `Err` only
-    /// once `shutdown_grace` has passed since `shutdown` was requested.
+    /// once `shutdown_grace` has passed since `shutdown` was requested. `brokers` (the
+    /// producer's `bootstrap.servers`) is given back to a producer left without any
+    /// ([`crate::rebootstrap`]).
     pub async fn deliver<C: ClientContext + 'static>(
         &self,
         producer: &FutureProducer<C>,
+        brokers: &str,
         letter: &DeadLetter<'_>,
         shutdown: &Shutdown,
         shutdown_grace: Duration,
@@ -154,6 +158,7 @@ impl DeadLetterWriter {
         let last_error = Mutex::new(String::from("none yet"));
         let retries = async {
             let mut attempt = 0;
+            let mut rebootstrapper = Rebootstrapper::default();
             loop {
                 match self.send_acknowledged(producer, letter).await {
                     Ok(()) => return None,
@@ -167,6 +172,7 @@ impl DeadLetterWriter {
                         attempt += 1;
                         warn!(%error, topic = %self.topic, attempt, "dead-letter send failed; retrying");
                         *lock(&last_error) = error.to_string();
+                        rebootstrapper.failed(producer.client(), brokers);
                         tokio::time::sleep(retry_delay(attempt)).await;
                     }
                 }
@@ -278,10 +284,13 @@ mod tests {
         }
     }
 
+    /// Nothing listens here: every send fails.
+    const BROKERS: &str = "127.0.0.1:1";
+
     #[tokio::test(start_paused = true)]
     async fn a_letter_that_never_gets_through_is_given_up_the_grace_after_the_stop() {
         let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("bootstrap.servers", BROKERS)
             .set("message.timeout.ms", "600000")
             .create()
             .expect("a producer (it connects lazily)");
@@ -295,7 +304,7 @@ mod tests {
             std::future::pending::<()>().await
         };
         let result = tokio::select! {
-            result = writer.deliver(&producer, &letter, &shutdown, Duration::from_secs(2)) => result,
+            result = writer.deliver(&producer, BROKERS, &letter, &shutdown, Duration::from_secs(2)) => result,
             () = stopper => unreachable!(),
         };
         let error = result.expect_err("no broker: given up");
@@ -308,7 +317,13 @@ mod tests {
         // A second letter after the grace has run out is given up at once: the grace is one
         // for the whole stop, not one per letter.
         let again = writer
-            .deliver(&producer, &letter, &shutdown, Duration::from_secs(2))
+            .deliver(
+                &producer,
+                BROKERS,
+                &letter,
+                &shutdown,
+                Duration::from_secs(2),
+            )
             .await;
         assert!(again.is_err());
         assert_eq!(started.elapsed().as_secs(), 7, "no second grace");
