@@ -109,7 +109,7 @@ struct KafkaInput {
     producer: FutureProducer<LoggingContext>,
     dead_letters: DeadLetterWriter,
     topics: Vec<String>,
-    /// `bootstrap.servers`, for the probe's re-bootstrap (`tickstream_streams::rebootstrap`).
+    /// `bootstrap.servers`, for the probe's re-bootstrap (`tickstream_streams::Rebootstrapper`).
     brokers: String,
     shutdown_grace: Duration,
     metrics: Arc<SinkMetrics>,

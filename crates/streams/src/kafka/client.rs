@@ -32,37 +32,26 @@ pub fn client_config(
     client
 }
 
-/// Gives `client` its bootstrap brokers again, after it found no broker answering.
+/// Gives a client its bootstrap brokers again during an outage, at the first failed probe
+/// (or retry), then after 2, 4, 8, … failures.
 ///
 /// librdkafka 2.10–2.13 decommissions every broker a metadata response leaves out, and a KRaft
 /// broker fenced for a moment (its controller does that to a broker that stalled past its
 /// session, then re-admits it) answers one listing no broker at all: the client is left with
 /// none, and the same "successful" response stopped its re-bootstrap timer, so it never
 /// reconnects (confluentinc/librdkafka#5301, open; #5303 proposes re-bootstrapping then, as
-/// this does). Adding the bootstrap servers is harmless otherwise: librdkafka skips those it
-/// has configured already, and drops a duplicate of a known broker at the next metadata.
-pub fn rebootstrap<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, brokers: &str) {
-    let Ok(list) = std::ffi::CString::new(brokers) else {
-        return; // validated settings hold no NUL byte
-    };
-    // SAFETY: `client` keeps its handle alive for the call; `rd_kafka_brokers_add` copies the
-    // list, which is a valid NUL-terminated string, and may be called from any thread.
-    unsafe {
-        rdkafka::bindings::rd_kafka_brokers_add(client.native_ptr(), list.as_ptr());
-    }
-}
-
-/// When to [`rebootstrap`] a client during an outage: at the first failed probe, then after 2,
-/// 4, 8, … failures. A client the librdkafka bug left without brokers is healed at once. A
-/// client whose broker is simply down gets a handful of calls over the longest outage: each
-/// call there adds a duplicate of the broker it knows, which the next metadata answer drops.
+/// this does). Such a client is healed at the first failure. A client whose broker is simply
+/// down gets a handful of calls over the longest outage: each call there adds a duplicate of
+/// the broker it knows (librdkafka skips only brokers it has *configured* already), which the
+/// next metadata answer drops.
 #[derive(Debug, Default)]
 pub struct Rebootstrapper {
     failures: u32,
 }
 
 impl Rebootstrapper {
-    /// A probe (or retry) failed: re-bootstraps `client` when due.
+    /// A probe (or retry) failed: re-bootstraps `client` with `brokers` (its
+    /// `bootstrap.servers`) when due.
     pub fn failed<C: rdkafka::ClientContext>(
         &mut self,
         client: &rdkafka::client::Client<C>,
@@ -81,6 +70,18 @@ impl Rebootstrapper {
     fn due(&mut self) -> bool {
         self.failures = self.failures.saturating_add(1);
         self.failures.is_power_of_two()
+    }
+}
+
+/// Adds `brokers` to `client`'s brokers (`rd_kafka_brokers_add`).
+fn rebootstrap<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, brokers: &str) {
+    let Ok(list) = std::ffi::CString::new(brokers) else {
+        return; // validated settings hold no NUL byte
+    };
+    // SAFETY: `client` keeps its handle alive for the call; `rd_kafka_brokers_add` copies the
+    // list, which is a valid NUL-terminated string, and may be called from any thread.
+    unsafe {
+        rdkafka::bindings::rd_kafka_brokers_add(client.native_ptr(), list.as_ptr());
     }
 }
 

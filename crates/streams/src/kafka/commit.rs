@@ -293,7 +293,7 @@ impl<P: Processor> StreamThread<P> {
                     }
                     self.outage
                         .failed("aborting a failed transaction", &error)?;
-                    // See `client::rebootstrap`: the producer may have no broker left.
+                    // See `client::Rebootstrapper`: the producer may have no broker left.
                     rebootstrapper.failed(
                         self.collector.producer().client(),
                         &self.config.bootstrap_servers,
@@ -309,8 +309,8 @@ impl<P: Processor> StreamThread<P> {
     /// Replaces a fenced (or otherwise failed) producer (Kafka Streams'
     /// `StreamsProducer.resetProducer`): a new one with the same transactional id,
     /// initialised — which fences nothing of ours any more and completes the abort of what the
-    /// old one had open. Retried through an outage like
-    /// an abort; the caller then rolls back, rewinds and begins a transaction on it.
+    /// old one had open. Retried through an outage like an abort; the caller then rolls back,
+    /// rewinds and begins a transaction on it.
     fn reset_producer(&mut self, failed: &KafkaError) -> Result<(), StreamsError> {
         warn!(
             error = %failed,

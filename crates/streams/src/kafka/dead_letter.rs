@@ -145,7 +145,7 @@ impl DeadLetterWriter {
     /// Sends `letter` until the broker acknowledges it, by the module's retry rule: `Err` only
     /// once `shutdown_grace` has passed since `shutdown` was requested. `brokers` (the
     /// producer's `bootstrap.servers`) is given back to a producer left without any
-    /// ([`crate::rebootstrap`]).
+    /// ([`crate::Rebootstrapper`]).
     pub async fn deliver<C: ClientContext + 'static>(
         &self,
         producer: &FutureProducer<C>,

@@ -31,10 +31,10 @@ const BATCH: usize = 10_000;
 pub(crate) type RestoreContext = crate::client_log::LoggingContext;
 
 /// The consumer that reads the changelogs to restore tasks (assigned, never subscribed), and
-/// the bootstrap servers it is given again if it finds no broker (`client::rebootstrap`).
+/// the bootstrap servers it is given again if it finds no broker (`client::Rebootstrapper`).
 pub(crate) struct RestoreConsumer {
-    pub(crate) consumer: BaseConsumer<RestoreContext>,
-    pub(crate) brokers: String,
+    consumer: BaseConsumer<RestoreContext>,
+    brokers: String,
 }
 
 impl RestoreConsumer {
