@@ -26,7 +26,7 @@ run: deps ## the whole pipeline in one process, no broker or database: live view
 deps: ## install the system packages the build and tests need (idempotent)
 	@scripts/deps.sh
 
-services-up: ## start Apache Kafka (KRaft) and MongoDB (replica set) on 127.0.0.1
+services-up: deps ## start Apache Kafka (KRaft) and MongoDB (replica set) on 127.0.0.1
 	@scripts/services.sh up
 
 services-down: ## stop the services services-up started

@@ -92,6 +92,8 @@ ready() { kcat -L -b "$BROKERS" -m 3 >/dev/null 2>&1; }
 
 up() {
     install
+    # Readiness is a metadata request by kcat: without it a healthy broker would look dead.
+    command -v kcat >/dev/null || fail "kcat not found: the readiness check needs it (run 'make deps')"
     if pid=$(pid_of "$PID_FILE" "$CONFIG"); then
         say "already running (pid $pid)"
     else
