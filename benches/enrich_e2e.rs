@@ -13,7 +13,8 @@
 //!   every record unchanged to another topic, committing records and offsets in one transaction
 //!   every 100 ms — without state, windows or JSON. Several settings are tried on the same
 //!   input (`PIPES`: the runtime's producer settings with one record per poll call, then
-//!   batched consumption with larger fetches and longer lingers); each is printed, and the
+//!   batched consumption with the runtime's consumer settings, larger fetches and longer
+//!   lingers); each is printed, and the
 //!   fastest is the limit enrich is compared with. Then (benchmark runs only) the fastest
 //!   writes each record 2 and 4 times: the records enrich writes per tick, without its work;
 //! * **enrich**, twice: with a 20-tick count window only, and with the default topology's
@@ -47,6 +48,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tickstream_enrich::naive::{random_walk, sample_symbols};
 use tickstream_model::{RawTick, RecordFormat};
+use tickstream_streams::{FETCH_QUEUE_BACKOFF, kafka_millis};
 
 const PARTITIONS: i32 = 4;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
@@ -201,28 +203,45 @@ struct PipeSettings {
     /// The producer's `linger.ms`.
     linger_ms: u32,
     /// Take everything the consumer has fetched (`poll` without waiting) before looking at the
-    /// commit, and fetch up to 8 MiB per partition (librdkafka's default is 1 MiB).
+    /// commit, with the runtime's fetch-queue backoff (`FETCH_QUEUE_BACKOFF`), not librdkafka's.
     batched: bool,
+    /// `max.partition.fetch.bytes`, in MiB (librdkafka's default is 1).
+    fetch_mib: u32,
 }
 
-/// What was tried for the limit: the runtime's producer settings as the pipe had them, then
-/// batched consumption with lingers of 5, 20 and 50 ms.
-const PIPES: [PipeSettings; 4] = [
+/// What was tried for the limit: the runtime's producer settings with librdkafka's consumer
+/// defaults, one record per poll call, as the pipe had them; batched consumption with the
+/// runtime's consumer settings; then fetches 8 and 32 times as large, and lingers of 20 and 50 ms.
+const PIPES: [PipeSettings; 6] = [
     PipeSettings {
         linger_ms: 5,
         batched: false,
+        fetch_mib: 1,
     },
     PipeSettings {
         linger_ms: 5,
         batched: true,
+        fetch_mib: 1,
+    },
+    PipeSettings {
+        linger_ms: 5,
+        batched: true,
+        fetch_mib: 8,
+    },
+    PipeSettings {
+        linger_ms: 5,
+        batched: true,
+        fetch_mib: 32,
     },
     PipeSettings {
         linger_ms: 20,
         batched: true,
+        fetch_mib: 8,
     },
     PipeSettings {
         linger_ms: 50,
         batched: true,
+        fetch_mib: 8,
     },
 ];
 
@@ -243,8 +262,15 @@ fn bare_pipe(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
     if settings.batched {
+        consumer_config.set("fetch.queue.backoff.ms", kafka_millis(FETCH_QUEUE_BACKOFF));
+    }
+    if settings.fetch_mib > 1 {
         consumer_config
-            .set("max.partition.fetch.bytes", (8 << 20).to_string())
+            .set(
+                "max.partition.fetch.bytes",
+                (settings.fetch_mib << 20).to_string(),
+            )
+            // librdkafka caps a response at receive.message.max.bytes (~95 MiB).
             .set("fetch.max.bytes", (64 << 20).to_string());
     }
     let consumer: BaseConsumer = consumer_config.create().expect("consumer config");

@@ -73,7 +73,7 @@ pub use config::{
 #[cfg(any(test, feature = "testing"))]
 pub use counting::CountingProcessor;
 pub use http::{Endpoints, bind as bind_http};
-pub use kafka::client::{Rebootstrapper, client_config, kafka_millis};
+pub use kafka::client::{FETCH_QUEUE_BACKOFF, Rebootstrapper, client_config, kafka_millis};
 pub use kafka::dead_letter::{DeadLetter, DeadLetterError, DeadLetterWriter, retry_delay};
 pub use kafka::produce::{SendError, send_with_backpressure};
 pub use kafka::record::OwnedRecord;

@@ -12,7 +12,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use tickstream_model::Topology;
-use tickstream_streams::{ClientLog, Rebootstrapper, client_config, kafka_millis};
+use tickstream_streams::{
+    ClientLog, FETCH_QUEUE_BACKOFF, Rebootstrapper, client_config, kafka_millis,
+};
 use tracing::info;
 
 use crate::availability::Availability;
@@ -159,6 +161,7 @@ pub(super) fn consumer_config(config: &SinkConfig) -> ClientConfig {
             ("enable.auto.offset.store", "false"),
             ("isolation.level", "read_committed"),
             ("auto.offset.reset", "earliest"),
+            ("fetch.queue.backoff.ms", &kafka_millis(FETCH_QUEUE_BACKOFF)),
             // A crashed sink's partitions move on (or come back to it) within 10 s.
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "3000"),

@@ -85,6 +85,17 @@ fn rebootstrap<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, b
     }
 }
 
+/// `fetch.queue.backoff.ms` for every consumer here (a default: the user's setting wins).
+///
+/// librdkafka stops fetching a partition once the consumer's queue holds `queued.min.messages`
+/// (100,000; for a consumer that polls one queue, that is every partition's records together)
+/// and looks again only after this backoff, 1,000 ms by default. A processor that drains
+/// 100,000 records in half a second then waits half a second for input: enrich was held at
+/// ~105,000 ticks/s at 10 symbols with a core idle (BENCHMARKS.md, issue 16, seventh pass).
+/// With 50 ms the queue is topped up before it runs dry; what it may hold is unchanged
+/// (`queued.min.messages` plus one fetch, `queued.max.messages.kbytes`), so memory is too.
+pub const FETCH_QUEUE_BACKOFF: Duration = Duration::from_millis(50);
+
 /// A duration as a librdkafka `*.ms` value; librdkafka takes at most `i32::MAX` ms (~24 days).
 pub fn kafka_millis(duration: Duration) -> String {
     duration.as_millis().min(i32::MAX as u128).to_string()

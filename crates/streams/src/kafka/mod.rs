@@ -289,12 +289,25 @@ pub(crate) fn client_config(config: &StreamsConfig) -> ClientConfig {
     client::client_config(&config.bootstrap_servers, &[], &config.kafka_settings)
 }
 
+/// [`client_config`] for a consumer: with its fetch defaults (which the user's settings
+/// override).
+pub(crate) fn consumer_client_config(config: &StreamsConfig) -> ClientConfig {
+    client::client_config(
+        &config.bootstrap_servers,
+        &[(
+            "fetch.queue.backoff.ms",
+            &client::kafka_millis(client::FETCH_QUEUE_BACKOFF),
+        )],
+        &config.kafka_settings,
+    )
+}
+
 /// The group member: its context holds the stream thread's state (see `thread.rs`).
 fn create_consumer<P: Processor>(
     config: &StreamsConfig,
     context: StreamsContext<P>,
 ) -> Result<BaseConsumer<StreamsContext<P>>, StreamsError> {
-    client_config(config)
+    consumer_client_config(config)
         .set("group.id", &config.application_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -39,7 +39,7 @@ pub(crate) struct RestoreConsumer {
 
 impl RestoreConsumer {
     pub(crate) fn new(config: &StreamsConfig) -> Result<Self, StreamsError> {
-        let consumer = super::client_config(config)
+        let consumer = super::consumer_client_config(config)
             // librdkafka refuses assign() without a group id; this one never joins or commits.
             .set("group.id", format!("{}-restore", config.application_id))
             .set("isolation.level", "read_committed")
