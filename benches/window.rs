@@ -1,6 +1,7 @@
 //! Window analytics benchmarks (issue 3): one tick's update plus reading every window's
 //! statistics, for N = 20, N = 10,000 and a 5-minute time window at 100 ticks/s; snapshot and
-//! restore; a commit's change record after one tick (issue 16); and (printed before the runs) the
+//! restore; a commit's change record after one tick (issue 16); one tick into a candle
+//! interval (issue 14); and (printed before the runs) the
 //! memory of one symbol's state, its snapshot and its change record.
 //!
 //! Run: `cargo bench --bench window`. Results and machine: BENCHMARKS.md.
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion};
-use tickstream_window::{Config, SymbolWindows, Tick, WindowSpec};
+use tickstream_window::{CandleSeries, CandleSpec, Config, SymbolWindows, Tick, WindowSpec};
 
 /// Length of the (cyclic) price sequence fed to the windows; a power of two.
 const PRICES: usize = 1 << 16;
@@ -164,6 +165,25 @@ fn changes(c: &mut Criterion) {
     group.finish();
 }
 
+/// One tick into one candle interval (1m, 5 s grace) at 100 ticks/s with quantities: the
+/// candles closing every 6,000 ticks are in the amortised figure (issue 14).
+fn candle(c: &mut Criterion) {
+    let prices = random_walk();
+    let spec = CandleSpec::new(60_000, 5_000).expect("a valid spec");
+    let mut series = CandleSeries::new(spec);
+    let mut closed = Vec::new();
+    let (mut i, mut ts) = (0usize, 1_700_000_000_000_i64);
+    c.bench_function("candle_one_tick/1m", |b| {
+        b.iter(|| {
+            i = (i + 1) & (PRICES - 1);
+            ts += 10;
+            let result = series.update(ts, prices[i], Some(0.5), ts, &mut closed);
+            closed.clear();
+            black_box(result)
+        })
+    });
+}
+
 /// Memory of one symbol's state and what a commit writes for it, printed with the results
 /// (not a timing).
 fn report_memory() {
@@ -188,5 +208,6 @@ fn main() {
     update_and_stats(&mut c);
     snapshot_and_restore(&mut c);
     changes(&mut c);
+    candle(&mut c);
     c.final_summary();
 }

@@ -16,6 +16,10 @@
 //! * **Event time**: ticks up to [`Config::allowed_lateness_ms`] behind the symbol's newest
 //!   event time are folded in at their place; older ones, and invalid prices, are rejected
 //!   with a [`Rejection`] for the dead-letter topic and change nothing.
+//! * **Candles**: [`CandleSeries`] builds tumbling event-time OHLCV candles (with volume and
+//!   VWAP when ticks carry a quantity) of one interval, each reported once when event time
+//!   passes its end plus a grace period, or when its symbol has been quiet for a while by the
+//!   wall clock (the rules are on [`CandleSeries`]); O(1) per tick, exact, restorable.
 //! * **Restorable**: [`SymbolWindows::snapshot`] gives compact, versioned bytes that carry the
 //!   configuration's fingerprint; [`SymbolWindows::restore`] continues bit-identically.
 //!
@@ -168,6 +172,7 @@
 
 #![warn(missing_docs)]
 
+mod candle;
 mod changes;
 mod count;
 mod jump;
@@ -178,6 +183,7 @@ mod symbol;
 mod tick;
 mod time;
 
+pub use candle::{Candle, CandleSeries, CandleSpec};
 pub use changes::CHANGES_VERSION;
 pub use jump::Jump;
 pub use moments::Stats;

@@ -269,6 +269,10 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.take()?))
     }
 
+    pub(crate) fn i64(&mut self) -> Result<i64, SnapshotError> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+
     pub(crate) fn f64(&mut self) -> Result<f64, SnapshotError> {
         Ok(f64::from_le_bytes(self.take()?))
     }

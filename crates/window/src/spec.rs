@@ -48,6 +48,24 @@ pub enum ConfigError {
     /// A configuration needs at least one window.
     #[error("a window configuration needs at least one window")]
     NoWindows,
+    /// A candle interval must be whole seconds in 1 s..=1 d.
+    #[error("candle interval must be whole seconds from 1s to 1d, got {interval_ms} ms")]
+    CandleInterval {
+        /// The interval asked for.
+        interval_ms: i64,
+    },
+    /// A candle grace period must lie in 0..=1 d.
+    #[error("candle grace must be from 0 to 1d, got {grace_ms} ms")]
+    CandleGrace {
+        /// The grace asked for.
+        grace_ms: i64,
+    },
+    /// Closing idle candles needs a delay of at least 1 ms.
+    #[error("close_idle_after must be at least 1 ms, got {ms} ms")]
+    CandleIdleClose {
+        /// The delay asked for.
+        ms: i64,
+    },
     /// Two windows with the same label would be indistinguishable downstream.
     #[error("window {label} is configured twice")]
     DuplicateWindow {
@@ -175,7 +193,7 @@ impl fmt::Display for WindowSpec {
     }
 }
 
-fn span_label(ms: i64) -> String {
+pub(crate) fn span_label(ms: i64) -> String {
     const UNITS: [(i64, &str); 3] = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
     for (unit, suffix) in UNITS {
         if ms % unit == 0 {
@@ -352,14 +370,14 @@ impl Default for Config {
     }
 }
 
-struct Fnv(u64);
+pub(crate) struct Fnv(pub(crate) u64);
 
 impl Fnv {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(0xcbf2_9ce4_8422_2325)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);

@@ -56,17 +56,39 @@ pub enum Rejection {
         /// The configured allowed lateness.
         allowed_lateness_ms: i64,
     },
+    /// A quantity that is negative, NaN or infinite.
+    InvalidQty {
+        /// The quantity as received.
+        qty: f64,
+    },
+    /// The candle `[start, end)` the tick belongs to has closed: event time passed
+    /// `end + grace`, the tick is more than the grace behind the symbol's newest, or the candle
+    /// was closed while the symbol was idle.
+    CandleClosed {
+        /// The tick's event time.
+        ts: i64,
+        /// The start of the candle it belongs to.
+        start: i64,
+        /// The end of that candle (exclusive).
+        end: i64,
+        /// The newest event time accepted for the symbol.
+        watermark: i64,
+        /// The configured grace.
+        grace_ms: i64,
+    },
 }
 
 impl Rejection {
     /// A stable, machine-friendly name: `non_finite_price`, `non_positive_price`,
-    /// `price_out_of_range`, `late_tick`.
+    /// `price_out_of_range`, `late_tick`, `invalid_qty`, `late` (a candle that has closed).
     pub fn code(&self) -> &'static str {
         match self {
             Self::NonFinitePrice { .. } => "non_finite_price",
             Self::NonPositivePrice { .. } => "non_positive_price",
             Self::PriceOutOfRange { .. } => "price_out_of_range",
             Self::LateTick { .. } => "late_tick",
+            Self::InvalidQty { .. } => "invalid_qty",
+            Self::CandleClosed { .. } => "late",
         }
     }
 
@@ -105,6 +127,20 @@ impl fmt::Display for Rejection {
                 "tick at {ts} ms is {} ms older than the newest tick of its symbol ({newest_ts} ms); \
                  allowed lateness is {allowed_lateness_ms} ms",
                 i128::from(newest_ts) - i128::from(ts)
+            ),
+            Self::InvalidQty { qty } => {
+                write!(f, "quantity {qty} is not a finite number >= 0")
+            }
+            Self::CandleClosed {
+                ts,
+                start,
+                end,
+                watermark,
+                grace_ms,
+            } => write!(
+                f,
+                "tick at {ts} ms belongs to the candle [{start}, {end}) ms, already closed: the \
+                 symbol's newest tick is at {watermark} ms and the grace is {grace_ms} ms"
             ),
         }
     }
