@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tickstream_streams::Rebootstrapper;
 
 /// How long any single wait on a service may take before the test fails instead of hanging.
 pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -345,7 +346,17 @@ pub fn read_committed_consumer_on(brokers: &str, topic: &str, partitions: i32) -
 pub struct Progress {
     consumer: BaseConsumer,
     pub seen: usize,
+    brokers: String,
+    /// The test's own reader can lose its brokers as enrich's clients can (librdkafka #5301:
+    /// a broker fenced for a moment is listed by no metadata answer): a stall makes it
+    /// re-bootstrap on the runtime's schedule, so a stuck reader is not taken for stuck output.
+    rebootstrapper: Rebootstrapper,
+    rebootstraps: u32,
 }
+
+/// How long the output may stand still before the reader re-bootstraps (and again after as
+/// long, on the [`Rebootstrapper`] schedule).
+const READER_STALL: Duration = Duration::from_secs(5);
 
 impl Progress {
     pub fn new(topic: &str, partitions: i32) -> Self {
@@ -357,6 +368,9 @@ impl Progress {
         Self {
             consumer: read_committed_consumer_on(brokers, topic, partitions),
             seen: 0,
+            brokers: brokers.to_owned(),
+            rebootstrapper: Rebootstrapper::default(),
+            rebootstraps: 0,
         }
     }
 
@@ -364,20 +378,35 @@ impl Progress {
     /// output stops growing.
     pub fn wait_for(&mut self, count: usize, app: &mut ChildProcess) {
         let mut last_growth = Instant::now();
+        let mut last_stall_check = Instant::now();
         while self.seen < count {
             match self.consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(_)) => {
                     self.seen += 1;
                     last_growth = Instant::now();
+                    self.rebootstrapper.answered();
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {
                     app.assert_running();
                     assert!(
                         last_growth.elapsed() < PROGRESS_TIMEOUT,
-                        "output stuck at {} of {count} for {PROGRESS_TIMEOUT:?}; app log:\n{}",
+                        "output stuck at {} of {count} for {PROGRESS_TIMEOUT:?} (the reader \
+                         re-bootstrapped {} time(s) meanwhile); app log:\n{}",
                         self.seen,
+                        self.rebootstraps,
                         app.log_tail()
                     );
+                    if last_growth.elapsed() >= READER_STALL
+                        && last_stall_check.elapsed() >= READER_STALL
+                    {
+                        last_stall_check = Instant::now();
+                        if self
+                            .rebootstrapper
+                            .failed(self.consumer.client(), &self.brokers)
+                        {
+                            self.rebootstraps += 1;
+                        }
+                    }
                 }
                 Some(Err(error)) if is_transient(&error) => {
                     eprintln!("reading the output: {error} (transient, polling on)")

@@ -51,15 +51,17 @@ pub struct Rebootstrapper {
 
 impl Rebootstrapper {
     /// A probe (or retry) failed: re-bootstraps `client` with `brokers` (its
-    /// `bootstrap.servers`) when due.
+    /// `bootstrap.servers`) when due; returns whether it did.
     pub fn failed<C: rdkafka::ClientContext>(
         &mut self,
         client: &rdkafka::client::Client<C>,
         brokers: &str,
-    ) {
-        if self.due() {
+    ) -> bool {
+        let due = self.due();
+        if due {
             rebootstrap(client, brokers);
         }
+        due
     }
 
     /// The brokers answered: the next failure re-bootstraps at once.
