@@ -133,6 +133,7 @@ mod tests {
             price,
             ts: Some(1_700_000_000_000),
             source: Some("test".into()),
+            qty: None,
         }
     }
 

@@ -29,12 +29,14 @@ fn tick() -> impl Strategy<Value = RawTick> {
         price(),
         prop::option::of(0..=i64::MAX),
         prop::option::of(prop_oneof![Just("binance".to_owned()), any::<String>()]),
+        prop::option::of(prop_oneof![Just(0.0), 0.0..1e12, 1e-12..1.0]),
     )
-        .prop_map(|(symbol, price, ts, source)| RawTick {
+        .prop_map(|(symbol, price, ts, source, qty)| RawTick {
             symbol,
             price,
             ts,
             source: source.map(Cow::Owned),
+            qty,
         })
 }
 

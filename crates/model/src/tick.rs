@@ -34,6 +34,7 @@ pub enum RecordFormat {
 /// | `price` | number | yes | last price, finite and > 0; integers (`67234`) are accepted |
 /// | `ts` | integer | no | event time, epoch milliseconds, >= 0; absent or `null`: the Kafka message timestamp is the event time ([`RawTick::event_time`]) |
 /// | `source` | string | no | where the price came from: `binance-rest`, `binance-ws`, `replay`, `synthetic`… |
+/// | `qty` | number | no | traded quantity, finite and >= 0 (trades carry one, ticker prices do not) |
 ///
 /// Any other field is ignored. Decode with [`RawTick::decode`] (validating), encode with
 /// [`RawTick::encode`]. `Serialize` writes the full format's fields (for MongoDB documents).
@@ -49,6 +50,10 @@ pub struct RawTick {
     /// Where the price came from. Well-known names are borrowed, not allocated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Cow<'static, str>>,
+    /// The traded quantity (base currency), when the source knows it (a trade does; a ticker
+    /// price does not): finite and >= 0. Candles sum it into volume and VWAP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qty: Option<f64>,
 }
 
 /// Limits and pinned symbols for [`RawTick::decode`]. Build once, share (`&self`).
@@ -113,7 +118,7 @@ impl Default for DecodeOptions {
     }
 }
 
-const FIELDS: [&str; 4] = ["symbol", "price", "ts", "source"];
+const FIELDS: [&str; 5] = ["symbol", "price", "ts", "source", "qty"];
 
 impl RawTick {
     /// A tick without event time or source.
@@ -123,6 +128,7 @@ impl RawTick {
             price,
             ts: None,
             source: None,
+            qty: None,
         }
     }
 
@@ -130,6 +136,13 @@ impl RawTick {
     #[must_use]
     pub fn with_ts(mut self, ts: i64) -> Self {
         self.ts = Some(ts);
+        self
+    }
+
+    /// The same tick with a traded quantity.
+    #[must_use]
+    pub fn with_qty(mut self, qty: f64) -> Self {
+        self.qty = Some(qty);
         self
     }
 
@@ -152,7 +165,8 @@ impl RawTick {
     /// 4. `price`: `missing_field`, `mistyped_field` (e.g. a string `"67234.5"`),
     ///    `non_finite_price` (e.g. `1e999`), `non_positive_price`;
     /// 5. `ts`: `mistyped_field`, `invalid_value` (not an integer, or negative);
-    ///    `source`: `mistyped_field`;
+    ///    `source`: `mistyped_field`; `qty`: `mistyped_field`, `invalid_value` (not finite,
+    ///    or negative);
     /// 6. `unknown_symbol` when symbols are pinned.
     ///
     /// Reads the object with serde_json, a field at a time; never builds a
@@ -165,7 +179,7 @@ impl RawTick {
                 limit: options.max_bytes,
             });
         }
-        let [symbol, price, ts, source] = json::read_object(bytes, &FIELDS)?;
+        let [symbol, price, ts, source, qty] = json::read_object(bytes, &FIELDS)?;
 
         let symbol = json::required(symbol, "symbol", "a JSON string")?;
         let symbol = Symbol::new(&json::string(symbol, "symbol")?)?;
@@ -188,6 +202,7 @@ impl RawTick {
         let source = json::optional(source)
             .map(|s| json::string(s, "source").map(intern))
             .transpose()?;
+        let qty = json::optional(qty).map(decode_qty).transpose()?;
 
         if let Some(pinned) = &options.pinned
             && pinned.binary_search(&symbol).is_err()
@@ -199,6 +214,7 @@ impl RawTick {
             price,
             ts,
             source,
+            qty,
         })
     }
 
@@ -223,6 +239,9 @@ impl RawTick {
             if let Some(source) = &self.source {
                 w.str("source", source);
             }
+            if let Some(qty) = self.qty {
+                w.f64("qty", qty);
+            }
         }
         w.end();
     }
@@ -235,6 +254,20 @@ impl RawTick {
             .or(kafka_ts.filter(|t| *t >= 0))
             .ok_or(InvalidRecord::MissingEventTime)
     }
+}
+
+/// A quantity: a finite JSON number >= 0.
+fn decode_qty(raw: &str) -> Result<f64, InvalidRecord> {
+    const EXPECTED: &str = "a finite number >= 0";
+    let qty = json::finite(raw, "qty")?;
+    if qty < 0.0 {
+        return Err(InvalidRecord::InvalidValue {
+            field: "qty",
+            expected: EXPECTED,
+            found: crate::invalid::truncate(raw, 64),
+        });
+    }
+    Ok(qty)
 }
 
 /// Well-known source names are shared `'static` strings: no allocation per tick.

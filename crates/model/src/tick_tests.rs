@@ -142,6 +142,18 @@ fn every_rejection_has_its_code() {
             r#"{"symbol":"BTCUSDT","price":1,"ts":99999999999999999999}"#,
             "invalid_value",
         ),
+        (
+            r#"{"symbol":"BTCUSDT","price":1,"qty":-0.5}"#,
+            "invalid_value",
+        ),
+        (
+            r#"{"symbol":"BTCUSDT","price":1,"qty":1e999}"#,
+            "invalid_value",
+        ),
+        (
+            r#"{"symbol":"BTCUSDT","price":1,"qty":"2"}"#,
+            "mistyped_field",
+        ),
     ];
     for (record, want) in cases {
         assert_eq!(code(record), want, "{record}");
@@ -227,6 +239,24 @@ fn encodes_both_formats() {
     // Serialize (for MongoDB documents) writes the same fields.
     let via_serde = serde_json::to_string(&tick).unwrap_or_default();
     assert_eq!(via_serde.as_bytes(), &full[..]);
+    // A quantity, when there is one, is written (full format only) and read back.
+    let trade = tick.clone().with_qty(0.0125);
+    let full = trade.encode(RecordFormat::Full);
+    assert_eq!(
+        String::from_utf8_lossy(&full),
+        r#"{"symbol":"BTCUSDT","price":67234.5,"ts":1732390000123,"source":"binance","qty":0.0125}"#
+    );
+    assert_eq!(decode(&String::from_utf8_lossy(&full)), Ok(trade.clone()));
+    assert_eq!(trade.encode(RecordFormat::Reference), reference);
+    assert_eq!(serde_json::to_vec(&trade).unwrap_or_default(), full);
+    assert_eq!(
+        decode(r#"{"symbol":"BTCUSDT","price":1,"qty":null}"#).map(|t| t.qty),
+        Ok(None)
+    );
+    assert_eq!(
+        decode(r#"{"symbol":"BTCUSDT","price":1,"qty":0}"#).map(|t| t.qty),
+        Ok(Some(0.0))
+    );
     // Integral prices are written as floats, as Python writes float(...) prices.
     let int = RawTick::new(sym("SOLUSDT"), 150.0).encode(RecordFormat::Full);
     assert_eq!(

@@ -195,6 +195,9 @@ impl DocumentMapper {
         if let Some(source) = &tick.source {
             document.append("source", source.as_ref());
         }
+        if let Some(qty) = tick.qty {
+            document.append("qty", qty);
+        }
         Ok(SinkDocument {
             collection: collection.to_owned(),
             document,

@@ -103,6 +103,18 @@ fn full_record_keeps_its_ts_and_source_and_routes_by_symbol() {
         ))
         .expect("valid");
     assert_eq!(mapped.collection, "prices");
+    let document = mapped.document.to_document().expect("valid BSON");
+    assert!(document.get("qty").is_none(), "no quantity, no field");
+    let trade = mapper
+        .map(&record(
+            "prices.raw",
+            0,
+            Some(5),
+            br#"{"symbol":"ETHUSDT","price":3100.5,"ts":1732390000999,"qty":0.25}"#,
+        ))
+        .expect("valid");
+    let trade = trade.document.to_document().expect("valid BSON");
+    assert_eq!(trade.get_f64("qty"), Ok(0.25));
     assert_eq!(
         mapped.document.to_document().expect("valid BSON").get("ts"),
         Some(&Bson::DateTime(DateTime::from_millis(1_732_390_000_999))),
