@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use crate::moments::two_sum;
 use crate::snapshot::{Reader, put_header, put_varint};
 use crate::spec::span_label;
 use crate::{ConfigError, Rejection, SnapshotError};
@@ -116,7 +117,8 @@ pub struct Candle {
     pub last_ts: i64,
 }
 
-/// A compensated (Neumaier) sum.
+/// A compensated sum: the running sum and the exact rounding errors of its additions
+/// ([`two_sum`], as the windows' moments keep theirs).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Sum {
     sum: f64,
@@ -126,13 +128,9 @@ struct Sum {
 impl Sum {
     #[inline]
     fn add(&mut self, x: f64) {
-        let t = self.sum + x;
-        if self.sum.abs() >= x.abs() {
-            self.compensation += (self.sum - t) + x;
-        } else {
-            self.compensation += (x - t) + self.sum;
-        }
-        self.sum = t;
+        let (sum, error) = two_sum(self.sum, x);
+        self.sum = sum;
+        self.compensation += error;
     }
 
     fn value(&self) -> f64 {
@@ -230,7 +228,8 @@ impl Building {
 /// **Fields.** `open`/`close` are the prices of the earliest/latest event time in the candle
 /// (ties: the first/last to arrive); `trades` counts ticks; `volume` and `vwap` are over the
 /// ticks that carry a quantity, `None` when none does (or, for `vwap`, when their volume is 0).
-/// Sums are compensated (Neumaier), so they stay exact to ~1e-15 relative whatever the count.
+/// Sums are compensated (each addition's exact rounding error is kept), so they stay exact to
+/// ~1e-15 relative whatever the count.
 ///
 /// Each [`CandleSeries`] holds the open candles of one interval (at most
 /// `grace / interval + 2`), so a tick costs O(1).

@@ -75,7 +75,7 @@ const CANCEL_LIMIT: f64 = (1u64 << 12) as f64;
 
 /// Error-free transformation: `a + b == s + e` exactly, with `s = fl(a + b)`.
 #[inline(always)]
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
+pub(crate) fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
     let bb = s - a;
     (s, (a - (s - bb)) + (b - bb))
