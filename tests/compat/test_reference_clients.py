@@ -12,6 +12,7 @@ tests/ may use them; the test deletes them first, so reruns start clean.
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import subprocess
@@ -448,3 +449,72 @@ def test_reference_consumer_reads_a_busy_pipeline(
     )
     for topic, result in consumed.items():
         assert all(isinstance(v, dict) for v in result.values()), f"{topic}: not JSON objects"
+
+
+TAPE = "tests/data/binance-btcusdt-trades-20240808T2354Z.csv"
+TRADES = 5  # the tape's first trades, as a user's producer would write them
+BAD_QTY = b'{"symbol": "BTCUSDT", "price": 61837.63, "qty": -0.02}'
+
+
+def test_trades_with_a_quantity_are_stored_and_a_bad_quantity_is_dead_lettered(
+    settings: Settings,
+    mongo: pymongo.MongoClient,
+    processes: ProcessSet,
+    clean_seed_layout: Layout,
+    tmp_path: Path,
+) -> None:
+    """Real recorded trades (tests/data), written by kafka-python with json.dumps and a `qty`,
+    through the sink into MongoDB: pymongo reads each quantity back; a negative quantity goes
+    to the dead-letter topic with its bytes and reason, read by a plain kafka-python consumer."""
+    layout = clean_seed_layout
+    work = tmp_path / "work"
+    work.mkdir()
+    topology = burst_topology_for_test(settings.root / "topologies/seed.toml", tmp_path)
+    create_topics(settings, topology, layout, work)
+    start_pipeline(settings, processes, topology, work, names=("sink",))
+
+    lines = (settings.root / TAPE).read_text().splitlines()[1 : TRADES + 1]
+    trades = [
+        {"symbol": "BTCUSDT", "price": float(p), "ts": int(t), "qty": float(q)}
+        for _, t, p, q in (line.split(",") for line in lines)
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.brokers.split(","))
+    try:
+        for trade in trades:
+            producer.send(layout.raw["BTCUSDT"], json.dumps(trade).encode())
+        producer.send(layout.raw["BTCUSDT"], BAD_QTY)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+    collection = mongo[layout.database][layout.prices["BTCUSDT"]]
+    wait_until(
+        lambda: collection.count_documents({}) >= TRADES,
+        DATA_TIMEOUT,
+        f"{TRADES} trades in {layout.database}.{layout.prices['BTCUSDT']}",
+        check=processes.assert_running,
+    )
+    dead = consume(
+        settings.brokers,
+        layout.dead_letter,
+        lambda rs: any(r.value == BAD_QTY for r in rs),
+        DATA_TIMEOUT,
+    )
+    statuses = processes.stop_all()
+    assert_stopped_cleanly(statuses, processes)
+
+    def epoch_ms(date: Any) -> int:
+        # BSON dates come back as UTC datetimes (naive unless the client is tz-aware).
+        return calendar.timegm(date.utctimetuple()) * 1000 + date.microsecond // 1000
+
+    stored = sorted(
+        (epoch_ms(d["ts"]), d["price"], d["qty"])
+        for d in collection.find({}, {"_id": 0, "ts": 1, "price": 1, "qty": 1})
+    )
+    wanted = sorted((t["ts"], t["price"], t["qty"]) for t in trades)
+    assert stored == wanted, stored
+    assert dead.error is None, dead.error
+    record = next((r for r in dead.records if r.value == BAD_QTY), None)
+    assert record is not None, f"{layout.dead_letter} lacks the bad quantity's original bytes"
+    headers = {k: v.decode() for k, v in record.headers}
+    assert headers.get("tickstream.error.code") == "invalid_value", headers
