@@ -80,7 +80,7 @@ impl CandleSpec {
         ts.div_euclid(self.interval_ms) * self.interval_ms
     }
 
-    fn fingerprint(&self) -> u64 {
+    pub(crate) fn fingerprint(&self) -> u64 {
         let mut h = crate::spec::Fnv::new();
         h.write(b"tickstream-window/candle/1");
         for v in [self.interval_ms, self.grace_ms, self.close_idle_after_ms] {
@@ -263,9 +263,20 @@ impl CandleSeries {
         &self.spec
     }
 
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.open.capacity() * size_of::<Building>()
+    }
+
     /// Candles still open.
     pub fn open_len(&self) -> usize {
         self.open.len()
+    }
+
+    /// The wall clock (ms) at which [`Self::close_idle`] will close the open candles if no
+    /// tick arrives before; `None` when none is open.
+    pub fn idle_deadline_ms(&self) -> Option<i64> {
+        let arrived = self.last_arrival_ms.filter(|_| !self.open.is_empty())?;
+        Some(arrived.saturating_add(self.spec.close_idle_after_ms))
     }
 
     /// Folds in a tick (event time `ts`, arrived at wall clock `arrived_ms`) and appends the
@@ -281,11 +292,19 @@ impl CandleSeries {
         if let Some(rejection) = Rejection::check_price(price) {
             return Err(rejection);
         }
-        if let Some(q) = qty
-            && !(q.is_finite() && q >= 0.0)
-        {
-            return Err(Rejection::InvalidQty { qty: q });
+        if let Some(rejection) = Rejection::check_qty(qty) {
+            return Err(rejection);
         }
+        self.admit(ts)?;
+        self.apply(ts, price, qty, arrived_ms, closed);
+        Ok(())
+    }
+
+    /// Whether a tick at event time `ts` may still be counted: refused
+    /// ([`Rejection::CandleClosed`]) if its candle has closed or it is more than the grace
+    /// behind the watermark. Price and quantity are not looked at.
+    #[inline]
+    pub fn admit(&self, ts: i64) -> Result<(), Rejection> {
         let start = self.spec.start_of(ts);
         let behind = self.watermark.map_or(0, |w| i128::from(w) - i128::from(ts));
         if start < self.closed_before || behind > i128::from(self.spec.grace_ms) {
@@ -297,6 +316,21 @@ impl CandleSeries {
                 grace_ms: self.spec.grace_ms,
             });
         }
+        Ok(())
+    }
+
+    /// Folds in a tick that [`Self::admit`] accepted, with a valid price and quantity, and
+    /// appends the candles it closes to `closed`, oldest first.
+    #[inline]
+    pub(crate) fn apply(
+        &mut self,
+        ts: i64,
+        price: f64,
+        qty: Option<f64>,
+        arrived_ms: i64,
+        closed: &mut Vec<Candle>,
+    ) {
+        let start = self.spec.start_of(ts);
         // Usually the newest candle; within grace, one of the few before it.
         match self.open.iter().rposition(|b| b.start <= start) {
             Some(i) if self.open[i].start == start => self.open[i].add(ts, price, qty),
@@ -315,7 +349,6 @@ impl CandleSeries {
         {
             self.close_front(closed);
         }
-        Ok(())
     }
 
     /// Closes every open candle if no tick has arrived for `close_idle_after` by wall clock

@@ -11,7 +11,7 @@
 
 use crate::count::CountWindow;
 use crate::snapshot::{
-    Reader, SnapshotError, put_header, put_moments, put_time_entries, put_varint,
+    Reader, SnapshotError, put_candles, put_header, put_moments, put_time_entries, put_varint,
 };
 use crate::spec::WindowKind;
 use crate::symbol::{Last, SymbolWindows, Window};
@@ -58,6 +58,8 @@ impl SymbolWindows {
                 }
             }
         }
+        // A few open candles per interval: whole, as in a snapshot.
+        put_candles(out, self.candle_series());
         true
     }
 
@@ -106,8 +108,10 @@ impl SymbolWindows {
             };
             windows.push(window);
         }
+        let candles = r.candles(self.config())?;
         r.finish()?;
         self.windows = windows.into_boxed_slice();
+        self.set_candle_series(candles);
         self.last = Some(Last { newest_ts, price });
         Ok(())
     }

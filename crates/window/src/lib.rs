@@ -136,6 +136,10 @@
 //!   count window: len × f64 price, oldest first
 //!   time window:  len × (varint ts-delta, f64 price), oldest first; the first delta is
 //!                 newest_ts - ts, the others ts - previous ts (so all are >= 0)
+//! per candle interval, in configuration order (nothing without candles):
+//!   len        varint   bytes of the series that follow
+//!   series     len bytes a CandleSeries snapshot: "TC", version 1, the interval's own
+//!                       fingerprint, watermark, closed-before, last arrival, open candles
 //! ```
 //!
 //! One symbol with a single N = 20 window takes 246-247 bytes. Min/max helpers are not
@@ -163,6 +167,7 @@
 //!   count window: new varint, then the window's `new` newest prices, oldest first
 //!   time window:  evicted varint (oldest entries gone), new varint, then the `new` entries
 //!                 that arrived at the newest end, coded as in a snapshot
+//! per candle interval: the series whole, as in a snapshot (a few open candles, ~120 bytes)
 //! ```
 //!
 //! A late tick placed among entries already committed cannot be written as a change; a
@@ -189,5 +194,5 @@ pub use jump::Jump;
 pub use moments::Stats;
 pub use snapshot::{SNAPSHOT_VERSION, SUPPORTED_SNAPSHOT_VERSIONS, SnapshotError};
 pub use spec::{Config, ConfigError, JumpSpec, WindowKind, WindowSpec};
-pub use symbol::{Readings, SymbolWindows, Update, WindowReading};
+pub use symbol::{ClosedCandles, Readings, SymbolWindows, Update, WindowReading};
 pub use tick::{MAX_PRICE, MIN_PRICE, Rejection, Tick};

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::candle::CandleSeries;
 use crate::count::CountWindow;
 use crate::moments::Moments;
 use crate::spec::{Config, WindowKind};
@@ -112,6 +113,7 @@ impl SymbolWindows {
                 }
             }
         }
+        put_candles(out, self.candle_series());
     }
 
     /// Restores a state from [`Self::snapshot`] bytes under `config`, which must be the
@@ -169,10 +171,12 @@ impl SymbolWindows {
             };
             windows.push(window);
         }
+        let candles = r.candles(&config)?;
         r.finish()?;
         Ok(Self::from_parts(
             config,
             windows.into_boxed_slice(),
+            candles,
             Some(last),
         ))
     }
@@ -203,6 +207,18 @@ pub(crate) fn put_time_entries(
         put_varint(out, delta);
         out.extend_from_slice(&e.price.to_le_bytes());
         prev = e.ts;
+    }
+}
+
+/// Each candle series as a length-prefixed [`CandleSeries::snapshot_into`]: nothing at all
+/// without candles, so states of configurations without them keep their format.
+pub(crate) fn put_candles(out: &mut Vec<u8>, candles: &[CandleSeries]) {
+    let mut series = Vec::new();
+    for c in candles {
+        series.clear();
+        c.snapshot_into(&mut series);
+        put_varint(out, series.len() as u64);
+        out.extend_from_slice(&series);
     }
 }
 
@@ -390,6 +406,26 @@ impl Reader<'_> {
             prev = ts;
         }
         Ok(())
+    }
+
+    /// The candle series [`put_candles`] wrote, one per interval of `config`.
+    pub(crate) fn candles(
+        &mut self,
+        config: &Config,
+    ) -> Result<Box<[CandleSeries]>, SnapshotError> {
+        let mut candles = Vec::with_capacity(config.candles().len());
+        for spec in config.candles() {
+            let at = self.pos;
+            let len = usize::try_from(self.varint()?)
+                .map_err(|_| self.corrupt("candle series", at, "too long"))?;
+            self.need(len)?;
+            let bytes = &self.bytes[self.pos..self.pos + len];
+            // Its errors name offsets within the series' bytes.
+            let series = CandleSeries::restore(spec.clone(), bytes)?;
+            self.pos += len;
+            candles.push(series);
+        }
+        Ok(candles.into_boxed_slice())
     }
 
     pub(crate) fn finish(&self) -> Result<(), SnapshotError> {

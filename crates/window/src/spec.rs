@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::candle::CandleSpec;
+
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -70,6 +72,12 @@ pub enum ConfigError {
     #[error("window {label} is configured twice")]
     DuplicateWindow {
         /// The label that occurs twice.
+        label: String,
+    },
+    /// Two candle series of the same interval would emit the same candles twice.
+    #[error("candle interval {label} is configured twice")]
+    DuplicateCandle {
+        /// The interval label that occurs twice.
         label: String,
     },
 }
@@ -249,6 +257,7 @@ impl Default for JumpSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     windows: Box<[WindowSpec]>,
+    candles: Box<[CandleSpec]>,
     jump: JumpSpec,
     allowed_lateness_ms: i64,
     fingerprint: u64,
@@ -276,12 +285,34 @@ impl Config {
         }
         let mut config = Self {
             windows,
+            candles: Box::new([]),
             jump: JumpSpec::default(),
             allowed_lateness_ms: Self::DEFAULT_ALLOWED_LATENESS_MS,
             fingerprint: 0,
         };
         config.fingerprint = config.compute_fingerprint();
         Ok(config)
+    }
+
+    /// The same configuration with these candle intervals (in output order; none by default).
+    pub fn with_candles(
+        mut self,
+        candles: impl IntoIterator<Item = CandleSpec>,
+    ) -> Result<Self, ConfigError> {
+        let candles: Box<[CandleSpec]> = candles.into_iter().collect();
+        for (i, c) in candles.iter().enumerate() {
+            if candles[..i]
+                .iter()
+                .any(|d| d.interval_ms() == c.interval_ms())
+            {
+                return Err(ConfigError::DuplicateCandle {
+                    label: c.label().to_owned(),
+                });
+            }
+        }
+        self.candles = candles;
+        self.fingerprint = self.compute_fingerprint();
+        Ok(self)
     }
 
     /// The same configuration with another jump threshold.
@@ -305,6 +336,11 @@ impl Config {
     /// The windows, in the order readings are reported.
     pub fn windows(&self) -> &[WindowSpec] {
         &self.windows
+    }
+
+    /// The candle intervals, in the order their candles are reported.
+    pub fn candles(&self) -> &[CandleSpec] {
+        &self.candles
     }
 
     /// Jump detection settings.
@@ -345,6 +381,14 @@ impl Config {
         }
         h.write(&self.jump.threshold.to_bits().to_le_bytes());
         h.write(&self.allowed_lateness_ms.to_le_bytes());
+        // Only when there are candles: states written before candles existed keep restoring.
+        if !self.candles.is_empty() {
+            h.write(b"candles");
+            h.write(&(self.candles.len() as u64).to_le_bytes());
+            for c in self.candles.iter() {
+                h.write(&c.fingerprint().to_le_bytes());
+            }
+        }
         h.0
     }
 }
@@ -361,6 +405,7 @@ impl Default for Config {
         };
         let mut config = Self {
             windows: Box::new([count]),
+            candles: Box::new([]),
             jump: JumpSpec::default(),
             allowed_lateness_ms: Self::DEFAULT_ALLOWED_LATENESS_MS,
             fingerprint: 0,
@@ -457,10 +502,30 @@ mod tests {
             Config::new([WindowSpec::time_ms(20).expect("valid")]).expect("valid"),
             base.clone().with_jump(JumpSpec::new(0.03).expect("valid")),
             base.clone().with_allowed_lateness_ms(0).expect("valid"),
+            base.clone()
+                .with_candles([CandleSpec::new(60_000, 5_000).expect("valid")])
+                .expect("valid"),
+            base.clone()
+                .with_candles([CandleSpec::new(60_000, 4_000).expect("valid")])
+                .expect("valid"),
         ];
+        assert_eq!(
+            base.clone().with_candles([]).expect("valid").fingerprint(),
+            base.fingerprint(),
+            "no candles: the fingerprint of states written before candles existed"
+        );
         for v in &variants {
             assert_ne!(v.fingerprint(), base.fingerprint(), "{v:?}");
         }
+        assert!(
+            base.clone()
+                .with_candles([
+                    CandleSpec::new(60_000, 0).expect("valid"),
+                    CandleSpec::new(60_000, 5_000).expect("valid"),
+                ])
+                .is_err(),
+            "one interval twice"
+        );
         // Pinned: snapshots in the wild carry this number; changing how it is computed
         // orphans every stored state.
         assert_eq!(base.fingerprint(), 0x8212_8260_26f3_decd);

@@ -4,6 +4,7 @@
 use std::iter::FusedIterator;
 use std::sync::Arc;
 
+use crate::candle::{Candle, CandleSeries, CandleSpec};
 use crate::count::CountWindow;
 use crate::jump::Jump;
 use crate::moments::Stats;
@@ -88,42 +89,91 @@ pub(crate) struct Last {
 ///   tick at or before a window's start is left out of that window only.
 /// * Statistics of a window are reported once it holds its `min_count` ticks.
 /// * A time window only moves when its symbol receives a tick: event time is per symbol.
+///
+/// # Candles
+///
+/// With [`Config::candles`], the state also builds one [`CandleSeries`] per interval (their
+/// rules are on [`CandleSeries`]). A tick is taken whole or not at all: one that any candle
+/// interval refuses as late ([`Rejection::CandleClosed`], code `late`) changes nothing, not
+/// the windows either — so a dead-lettered tick is one no output counted. The candles a tick
+/// closes are on its [`Update::candles`]; [`SymbolWindows::close_idle`] closes a quiet
+/// symbol's.
 #[derive(Debug, Clone)]
 pub struct SymbolWindows {
     config: Arc<Config>,
     pub(crate) windows: Box<[Window]>,
+    /// Boxed, and absent without candle intervals: states without candles stay as small.
+    candles: Option<Box<Candles>>,
     pub(crate) last: Option<Last>,
+}
+
+#[derive(Debug, Clone)]
+struct Candles {
+    series: Box<[CandleSeries]>,
+    /// The candles the last update (or idle close) closed: scratch, not state.
+    closed: Vec<Candle>,
 }
 
 impl SymbolWindows {
     /// Empty state for one symbol under `config`.
     pub fn new(config: Arc<Config>) -> Self {
         let windows = config.windows().iter().map(Window::new).collect();
-        Self {
-            config,
-            windows,
-            last: None,
-        }
+        let candles = Self::new_candles(&config);
+        Self::from_parts(config, windows, candles, None)
+    }
+
+    pub(crate) fn new_candles(config: &Config) -> Box<[CandleSeries]> {
+        config
+            .candles()
+            .iter()
+            .cloned()
+            .map(CandleSeries::new)
+            .collect()
     }
 
     pub(crate) fn from_parts(
         config: Arc<Config>,
         windows: Box<[Window]>,
+        candles: Box<[CandleSeries]>,
         last: Option<Last>,
     ) -> Self {
-        Self {
+        let mut state = Self {
             config,
             windows,
+            candles: None,
             last,
-        }
+        };
+        state.set_candle_series(candles);
+        state
     }
 
-    /// Folds in one tick: O(1) amortised per window for in-order ticks, no allocation once
-    /// the windows have reached their working size. Returns the jump (if any) and access to
-    /// every window's statistics, or why the tick was rejected.
+    pub(crate) fn set_candle_series(&mut self, series: Box<[CandleSeries]>) {
+        self.candles = (!series.is_empty()).then(|| {
+            Box::new(Candles {
+                series,
+                closed: Vec::new(),
+            })
+        });
+    }
+
+    /// [`Self::update_at`] with the tick's event time as its arrival time: for replays and
+    /// tests, where idle closes are driven by event time too.
     #[inline]
     pub fn update(&mut self, tick: Tick) -> Result<Update<'_>, Rejection> {
+        self.update_at(tick, tick.ts)
+    }
+
+    /// Folds in one tick that arrived at wall clock `arrived_ms` (epoch ms; what idle closes
+    /// measure): O(1) amortised per window and candle interval for in-order ticks, no
+    /// allocation once the windows have reached their working size. Returns the jump (if
+    /// any), every window's statistics and the candles the tick closed, or why the tick was
+    /// rejected (it then changed nothing).
+    #[inline]
+    pub fn update_at(&mut self, tick: Tick, arrived_ms: i64) -> Result<Update<'_>, Rejection> {
         if let Some(rejection) = Rejection::check_price(tick.price) {
+            return Err(rejection);
+        }
+        if let Some(rejection) = Rejection::check_qty(tick.qty) {
             return Err(rejection);
         }
         let (newest_ts, jump) = match self.last {
@@ -143,6 +193,11 @@ impl SymbolWindows {
                 )
             }
         };
+        if let Some(candles) = &self.candles {
+            for series in candles.series.iter() {
+                series.admit(tick.ts)?;
+            }
+        }
         self.last = Some(Last {
             newest_ts,
             price: tick.price,
@@ -150,7 +205,53 @@ impl SymbolWindows {
         for w in self.windows.iter_mut() {
             w.push(tick.ts, tick.price, newest_ts);
         }
+        if let Some(candles) = &mut self.candles {
+            candles.closed.clear();
+            for series in candles.series.iter_mut() {
+                series.apply(
+                    tick.ts,
+                    tick.price,
+                    tick.qty,
+                    arrived_ms,
+                    &mut candles.closed,
+                );
+            }
+        }
         Ok(Update { state: self, jump })
+    }
+
+    /// Closes the open candles of every interval whose symbol has had no tick arrive for its
+    /// `close_idle_after` by wall clock `now_ms`, and returns them (oldest first per
+    /// interval, intervals in configuration order). Empty when nothing was due.
+    pub fn close_idle(&mut self, now_ms: i64) -> ClosedCandles<'_> {
+        if let Some(candles) = &mut self.candles {
+            candles.closed.clear();
+            for series in candles.series.iter_mut() {
+                series.close_idle(now_ms, &mut candles.closed);
+            }
+        }
+        self.closed_candles()
+    }
+
+    fn closed_candles(&self) -> ClosedCandles<'_> {
+        ClosedCandles {
+            specs: self.config.candles(),
+            candles: self.candles.as_ref().map_or(&[][..], |c| &c.closed).iter(),
+        }
+    }
+
+    /// The earliest wall clock (ms) at which [`Self::close_idle`] has something to close, if
+    /// a candle is open.
+    pub fn idle_deadline_ms(&self) -> Option<i64> {
+        self.candle_series()
+            .iter()
+            .filter_map(CandleSeries::idle_deadline_ms)
+            .min()
+    }
+
+    /// The candle series, in configuration order.
+    pub fn candle_series(&self) -> &[CandleSeries] {
+        self.candles.as_ref().map_or(&[], |c| &c.series)
     }
 
     /// The current readings of every window, in configuration order (as after the last
@@ -183,6 +284,12 @@ impl SymbolWindows {
         size_of::<Self>()
             + size_of_val(&*self.windows)
             + self.windows.iter().map(Window::heap_bytes).sum::<usize>()
+            + self.candles.as_ref().map_or(0, |c| {
+                size_of::<Candles>()
+                    + size_of_val(&*c.series)
+                    + c.series.iter().map(CandleSeries::heap_bytes).sum::<usize>()
+                    + c.closed.capacity() * size_of::<Candle>()
+            })
     }
 
     /// How many O(n) re-centring passes the windows have made since creation or restore
@@ -216,7 +323,41 @@ impl<'a> Update<'a> {
         let window = self.state.windows.get(index)?;
         Some(WindowReading::new(spec, window))
     }
+
+    /// The candles this tick closed: oldest first per interval, intervals in configuration
+    /// order. Usually none.
+    pub fn candles(&self) -> ClosedCandles<'a> {
+        self.state.closed_candles()
+    }
 }
+
+/// Closed candles with the interval each belongs to.
+#[derive(Debug, Clone)]
+pub struct ClosedCandles<'a> {
+    specs: &'a [CandleSpec],
+    candles: std::slice::Iter<'a, Candle>,
+}
+
+impl<'a> Iterator for ClosedCandles<'a> {
+    type Item = (&'a CandleSpec, &'a Candle);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let candle = self.candles.next()?;
+        // Intervals are distinct (the configuration refuses duplicates): the length says which.
+        let spec = self
+            .specs
+            .iter()
+            .find(|s| s.interval_ms() == candle.end - candle.start)
+            .expect("a closed candle comes from one of the configured intervals");
+        Some((spec, candle))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.candles.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ClosedCandles<'_> {}
 
 /// One window's state after a tick.
 #[derive(Debug, Clone, Copy, PartialEq)]

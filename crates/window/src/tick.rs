@@ -9,12 +9,24 @@ pub struct Tick {
     pub ts: i64,
     /// Price; must be finite and within [`MIN_PRICE`]`..=`[`MAX_PRICE`].
     pub price: f64,
+    /// Traded quantity, when the source reports one (finite, >= 0): candles' volume and VWAP.
+    pub qty: Option<f64>,
 }
 
 impl Tick {
-    /// A tick at event time `ts` (epoch ms) with `price`.
+    /// A tick at event time `ts` (epoch ms) with `price` and no quantity.
     pub fn new(ts: i64, price: f64) -> Self {
-        Self { ts, price }
+        Self {
+            ts,
+            price,
+            qty: None,
+        }
+    }
+
+    /// The same tick with a traded quantity (`None`: none reported).
+    #[must_use]
+    pub fn with_qty(self, qty: Option<f64>) -> Self {
+        Self { qty, ..self }
     }
 }
 
@@ -89,6 +101,15 @@ impl Rejection {
             Self::LateTick { .. } => "late_tick",
             Self::InvalidQty { .. } => "invalid_qty",
             Self::CandleClosed { .. } => "late",
+        }
+    }
+
+    /// Checks a quantity; `None` if it may be folded in (none, or finite and >= 0).
+    #[inline]
+    pub(crate) fn check_qty(qty: Option<f64>) -> Option<Self> {
+        match qty {
+            Some(q) if !(q.is_finite() && q >= 0.0) => Some(Self::InvalidQty { qty: q }),
+            _ => None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{Errors, Model, compare, outcome_bits};
 use proptest::prelude::*;
-use tickstream_window::{Config, JumpSpec, SymbolWindows, Tick, WindowSpec};
+use tickstream_window::{CandleSpec, Config, JumpSpec, SymbolWindows, Tick, WindowSpec};
 
 #[derive(Debug, Clone)]
 enum Move {
@@ -81,6 +81,31 @@ fn configs() -> impl Strategy<Value = Arc<Config>> {
         })
 }
 
+/// [`configs`] with 0 to 3 candle intervals of 1 s to 10 s and graces up to 3 s.
+fn configs_with_candles() -> impl Strategy<Value = Arc<Config>> {
+    (
+        configs(),
+        prop::collection::vec(
+            (prop::sample::select(vec![1i64, 2, 5, 10]), 0..3_000i64),
+            0..4,
+        ),
+    )
+        .prop_map(|(config, candles)| {
+            let mut specs: Vec<CandleSpec> = Vec::new();
+            for (seconds, grace) in candles {
+                if specs.iter().all(|s| s.interval_ms() != seconds * 1_000) {
+                    specs.push(CandleSpec::new(seconds * 1_000, grace).expect("valid"));
+                }
+            }
+            Arc::new(
+                (*config)
+                    .clone()
+                    .with_candles(specs)
+                    .expect("distinct intervals"),
+            )
+        })
+}
+
 fn stream() -> impl Strategy<Value = (f64, Vec<(Move, i64)>)> {
     (
         -8.0..6.0f64,
@@ -107,7 +132,14 @@ fn ticks(start_exp: f64, moves: &[(Move, i64)]) -> Vec<Tick> {
             }
         };
         price = next;
-        out.push(Tick::new(ts, price));
+        // Some ticks carry a quantity (a few of them invalid), most not.
+        let qty = match ts.rem_euclid(7) {
+            0 => Some((ts % 1_000) as f64 / 7.0),
+            1 => Some(0.0),
+            2 if ts % 5 == 0 => Some(-1.0),
+            _ => None,
+        };
+        out.push(Tick::new(ts, price).with_qty(qty));
     }
     out
 }
@@ -135,7 +167,7 @@ proptest! {
 
     #[test]
     fn restore_continues_bit_identically(
-        config in configs(),
+        config in configs_with_candles(),
         (start, moves) in stream(),
         cut in any::<prop::sample::Index>(),
     ) {
@@ -164,7 +196,7 @@ proptest! {
     /// applied in order is, at every commit, the live state — and continues as it would.
     #[test]
     fn logged_changes_restore_bit_identically(
-        config in configs(),
+        config in configs_with_candles(),
         (start, moves) in stream(),
         commits in prop::collection::vec(any::<bool>(), 0..400),
         cut in any::<prop::sample::Index>(),
@@ -206,7 +238,7 @@ proptest! {
     }
 
     #[test]
-    fn rejected_ticks_change_nothing(config in configs(), (start, moves) in stream()) {
+    fn rejected_ticks_change_nothing(config in configs_with_candles(), (start, moves) in stream()) {
         let mut state = SymbolWindows::new(config);
         for tick in ticks(start, &moves) {
             let before = state.snapshot();
@@ -218,7 +250,7 @@ proptest! {
 
     #[test]
     fn damaged_snapshots_never_panic(
-        config in configs(),
+        config in configs_with_candles(),
         (start, moves) in stream(),
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
         cut in any::<prop::sample::Index>(),

@@ -13,7 +13,7 @@ fn config() -> Arc<Config> {
 }
 
 fn tick(ts: i64, price: f64) -> Tick {
-    Tick { ts, price }
+    Tick::new(ts, price)
 }
 
 /// A state with `n` ticks, one per second, committed.

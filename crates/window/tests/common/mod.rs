@@ -205,6 +205,9 @@ impl Model {
         if !(1e-100..=1e100).contains(&p) {
             return Err("price_out_of_range");
         }
+        if tick.qty.is_some_and(|q| !(q.is_finite() && q >= 0.0)) {
+            return Err("invalid_qty");
+        }
         if let Some(newest) = self.newest
             && (i128::from(tick.ts)
                 < i128::from(newest) - i128::from(self.config.allowed_lateness_ms()))
@@ -311,6 +314,13 @@ pub fn outcome_bits(state: &mut SymbolWindows, tick: Tick) -> Result<Vec<u64>, &
         if let Some(s) = r.stats {
             bits.extend([s.mean, s.variance, s.std_dev, s.min, s.max].map(f64::to_bits));
         }
+    }
+    for (spec, c) in update.candles() {
+        bits.push(spec.interval_ms() as u64);
+        bits.extend([c.start, c.end, c.first_ts, c.last_ts].map(|v| v as u64));
+        bits.extend([c.open, c.high, c.low, c.close].map(f64::to_bits));
+        bits.extend([c.volume, c.vwap].map(|v| v.map_or(u64::MAX, f64::to_bits)));
+        bits.push(c.trades);
     }
     Ok(bits)
 }
