@@ -127,7 +127,7 @@ async fn whole_sink(client: &mongodb::Client, brokers: &str, payloads: &[Vec<u8>
         .create()
         .expect("admin client");
     let mut topics = vec![topic.clone(), topology.topics.dead_letter.clone()];
-    topics.extend(topology.derived_topics().map(str::to_owned));
+    topics.extend(topology.derived_topics().into_iter().map(str::to_owned));
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))

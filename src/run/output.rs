@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use tickstream_model::{
-    DecodeOptions, DerivedEvent, EventKind, Jump, MovingAverage, Topology, Volatility,
+    Candle, DecodeOptions, DerivedEvent, EventKind, Jump, MovingAverage, Topology, Volatility,
 };
 use tickstream_sink::{InProcessSink, MongoWriter, RecordObserver};
 use tickstream_streams::private_fs::append_private_file;
@@ -69,7 +69,7 @@ impl Output {
         for topic in topology.raw_topics() {
             open(topic, Content::Raw)?;
         }
-        for kind in EventKind::ALL {
+        for kind in topology.event_kinds() {
             open(topology.topic(kind), Content::Derived(kind))?;
         }
         open(&topology.topics.dead_letter, Content::DeadLetters)?;
@@ -203,6 +203,11 @@ fn show(view: &mut LiveView, content: Content, decode: &DecodeOptions, record: &
         Content::Derived(EventKind::Jump) => {
             if let Ok(event) = Jump::decode(&record.value) {
                 view.on_jump(event);
+            }
+        }
+        Content::Derived(EventKind::Candle) => {
+            if let Ok(candle) = Candle::decode(&record.value) {
+                view.on_candle(candle);
             }
         }
         Content::DeadLetters => view.on_dead_letter(),

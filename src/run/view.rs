@@ -1,11 +1,12 @@
 //! The live view of `tickstream run`: per symbol the latest price and each window's moving
-//! average and volatility, then the most recent jumps. Pure: it is fed events and renders
+//! average and volatility, then the latest candle per symbol and interval (with
+//! `[[candles]]`), then the most recent jumps. Pure: it is fed events and renders
 //! text; the caller decides where it goes (a redrawn screen, or plain lines for a log).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 
-use tickstream_model::{Jump, MovingAverage, RawTick, Symbol, Volatility};
+use tickstream_model::{Candle, Jump, MovingAverage, RawTick, Symbol, Volatility};
 
 /// How many jumps the view keeps.
 const RECENT_JUMPS: usize = 8;
@@ -28,6 +29,10 @@ pub struct LiveView {
     jumps: VecDeque<Jump>,
     /// Jumps not yet reported by [`Self::lines`].
     unreported_jumps: Vec<Jump>,
+    /// The latest closed candle per symbol and interval.
+    candles: BTreeMap<(Symbol, String), Candle>,
+    /// Candles not yet reported by [`Self::lines`].
+    unreported_candles: Vec<Candle>,
     dead_letters: u64,
     events: u64,
 }
@@ -40,6 +45,8 @@ impl LiveView {
             rows: symbols.iter().map(|s| (*s, Row::default())).collect(),
             jumps: VecDeque::with_capacity(RECENT_JUMPS),
             unreported_jumps: Vec::new(),
+            candles: BTreeMap::new(),
+            unreported_candles: Vec::new(),
             dead_letters: 0,
             events: 0,
         }
@@ -72,6 +79,19 @@ impl LiveView {
         self.unreported_jumps.push(event);
     }
 
+    pub fn on_candle(&mut self, candle: Candle) {
+        self.events += 1;
+        let key = (candle.symbol, candle.interval.clone());
+        let newer = self
+            .candles
+            .get(&key)
+            .is_none_or(|shown| shown.start < candle.start);
+        if newer {
+            self.candles.insert(key, candle.clone());
+        }
+        self.unreported_candles.push(candle);
+    }
+
     pub fn on_dead_letter(&mut self) {
         self.dead_letters += 1;
     }
@@ -99,6 +119,12 @@ impl LiveView {
             }
             out.push('\n');
         }
+        if !self.candles.is_empty() {
+            out.push_str("\nLATEST CANDLES\n");
+            for candle in self.candles.values() {
+                let _ = writeln!(out, "  {}", candle_line(candle));
+            }
+        }
         out.push_str("\nRECENT JUMPS\n");
         if self.jumps.is_empty() {
             out.push_str("  none yet\n");
@@ -115,6 +141,10 @@ impl LiveView {
             .unreported_jumps
             .drain(..)
             .map(|jump| format!("JUMP {}", jump_line(&jump)));
+        let candles = self
+            .unreported_candles
+            .drain(..)
+            .map(|candle| format!("CANDLE {}", candle_line(&candle)));
         self.rows
             .iter()
             .filter(|(_, row)| row.price.is_some())
@@ -131,9 +161,35 @@ impl LiveView {
                 }
                 line
             })
+            .chain(candles)
             .chain(jumps)
             .collect()
     }
+}
+
+/// A candle as one line:
+/// `BTCUSDT 1m start 1723161240000 O 61000.5 H 61010.0 L 60990.3 C 61001.0 trades 42 volume 1.25000 vwap 61000.8`.
+pub fn candle_line(c: &Candle) -> String {
+    let mut line = format!(
+        "{} {} start {} O {} H {} L {} C {} trades {}",
+        c.symbol.as_str(),
+        c.interval,
+        c.start,
+        number(Some(c.open)),
+        number(Some(c.high)),
+        number(Some(c.low)),
+        number(Some(c.close)),
+        c.trades
+    );
+    if let (Some(volume), Some(vwap)) = (c.volume, c.vwap) {
+        let _ = write!(
+            line,
+            " volume {} vwap {}",
+            number(Some(volume)),
+            number(Some(vwap))
+        );
+    }
+    line
 }
 
 /// A jump as one line: `SOLUSDT 150.2 → 154.91 (+3.14 %) at <ts>`.

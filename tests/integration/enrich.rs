@@ -122,7 +122,7 @@ commit_interval = "100ms"
         expected: &BTreeMap<(String, Symbol), Vec<Vec<u8>>>,
         app: &mut ChildProcess,
     ) {
-        for kind in EventKind::ALL {
+        for kind in self.topology.event_kinds() {
             let topic = self.topology.topic(kind);
             let count = expected
                 .iter()
@@ -136,7 +136,7 @@ commit_interval = "100ms"
     /// Every committed derived event, grouped by topic and symbol, in order.
     pub(crate) fn outputs(&self) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {
         let mut records = Vec::new();
-        for kind in EventKind::ALL {
+        for kind in self.topology.event_kinds() {
             let topic = self.topology.topic(kind);
             for (key, value) in read_all_committed_on(&self.brokers, topic, self.partitions) {
                 let symbol = key

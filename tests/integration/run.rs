@@ -203,7 +203,6 @@ struct Keyed {
 #[test]
 fn a_replayed_file_is_processed_to_its_last_tick_and_run_exits_0() {
     use tickstream_enrich::naive::{random_walk, sample_symbols};
-    use tickstream_model::EventKind;
 
     use crate::enrich::{assert_matches_naive, expected, grouped};
 
@@ -238,7 +237,7 @@ fn a_replayed_file_is_processed_to_its_last_tick_and_run_exits_0() {
         "nothing dead-lettered, in the topology's dead-letter file"
     );
     let mut derived = Vec::new();
-    for kind in EventKind::ALL {
+    for kind in topology.event_kinds() {
         let topic = topology.topic(kind);
         for line in lines(&data.join(format!("{topic}.jsonl"))) {
             let symbol = serde_json::from_str::<Keyed>(&line)

@@ -83,7 +83,7 @@ prices = {prices}
             .iter()
             .map(|t| t.to_string())
             .collect();
-        topics.extend(topology.derived_topics().map(str::to_owned));
+        topics.extend(topology.derived_topics().into_iter().map(str::to_owned));
         topics.push(topology.topics.dead_letter.clone());
         for topic in &topics {
             create_topic(&brokers, topic, partitions).await;

@@ -122,7 +122,7 @@ async fn the_in_process_sink_dead_letters_refusals_writes_once_and_releases_afte
 
     let broker = InMemoryBroker::new();
     let mut topics: Vec<String> = vec![raw.clone(), topology.topics.dead_letter.clone()];
-    topics.extend(topology.derived_topics().map(str::to_owned));
+    topics.extend(topology.derived_topics().into_iter().map(str::to_owned));
     for topic in &topics {
         broker.create_topic(topic, 2);
     }
@@ -274,7 +274,7 @@ fn tickstream_run_writes_every_result_to_mongodb_before_it_exits() {
     };
     assert_eq!(lines_of(topology.raw_topics()[0]), TICKS as u64);
     assert_eq!(count("prices"), TICKS as u64, "every tick, once:\n{log}");
-    for kind in EventKind::ALL {
+    for kind in topology.event_kinds() {
         let lines = lines_of(topology.topic(kind));
         assert_eq!(
             count(topology.collection(kind)),

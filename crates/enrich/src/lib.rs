@@ -37,6 +37,7 @@
 //! ```
 
 mod budget;
+mod idle;
 mod metrics;
 #[cfg(any(test, feature = "testing"))]
 pub mod naive;
@@ -45,10 +46,10 @@ mod state;
 
 use std::sync::Arc;
 
+use tickstream_model::Topology;
 use tickstream_model::topology::{RepartitionPolicy, WindowConfig};
-use tickstream_model::{EventKind, Topology};
 use tickstream_streams::{ProcessingGuarantee, StreamsConfig};
-use tickstream_window::{Config, JumpSpec, WindowSpec};
+use tickstream_window::{CandleSpec, Config, JumpSpec, WindowSpec};
 
 use crate::budget::SymbolBudget;
 
@@ -65,6 +66,11 @@ pub const STORE_NAME: &str = "windows";
 pub enum EnrichError {
     #[error("window {label:?} in the topology's [[windows]]: {source}")]
     Window {
+        label: String,
+        source: tickstream_window::ConfigError,
+    },
+    #[error("candle interval {label:?} in the topology's [[candles]]: {source}")]
+    Candle {
         label: String,
         source: tickstream_window::ConfigError,
     },
@@ -117,9 +123,10 @@ impl Enrich {
         );
         config.store_name = STORE_NAME.to_owned();
         config.dead_letter_topic = topology.topics.dead_letter.clone();
-        config.output_topics = EventKind::ALL
-            .iter()
-            .map(|kind| topology.topic(*kind).to_owned())
+        config.output_topics = topology
+            .derived_topics()
+            .into_iter()
+            .map(str::to_owned)
             .collect();
         config.state_dir = topology.processing.state_dir.clone();
         config.commit_interval = topology.processing.commit_interval;
@@ -176,11 +183,26 @@ pub fn window_config(topology: &Topology) -> Result<Config, EnrichError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let lateness_ms = i64::try_from(topology.allowed_lateness().as_millis()).unwrap_or(i64::MAX);
+    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let candles = topology
+        .candles
+        .iter()
+        .map(|c| {
+            CandleSpec::new(millis(c.interval), millis(c.grace))
+                .and_then(|spec| spec.with_close_idle_after_ms(millis(c.close_idle_after)))
+                .map_err(|source| EnrichError::Candle {
+                    label: c.label(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Config::new(specs)?
         .with_jump(JumpSpec::new(topology.jumps.threshold_pct / 100.0)?)
-        .with_allowed_lateness_ms(lateness_ms)?)
+        .with_allowed_lateness_ms(millis(topology.allowed_lateness()))?
+        .with_candles(candles)?)
 }
 
+#[cfg(test)]
+mod candle_tests;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ pub struct EnrichMetrics {
     volatility: GaugeVec,
     last_price: GaugeVec,
     jumps: IntCounterVec,
+    candles: IntCounterVec,
 }
 
 impl EnrichMetrics {
@@ -41,7 +42,24 @@ impl EnrichMetrics {
                 )
                 .expect("valid metric"),
             ),
+            candles: registry.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "enrich_candles_total",
+                        "Candles emitted, per interval and what closed them: event time \
+                         passing end + grace, or the symbol going quiet (idle).",
+                    ),
+                    &["interval", "closed_by"],
+                )
+                .expect("valid metric"),
+            ),
         }
+    }
+
+    /// One candle emitted.
+    pub(crate) fn candle_closed(&self, interval: &str, idle: bool) {
+        let closed_by = if idle { "idle" } else { "event_time" };
+        self.candles.with_label_values(&[interval, closed_by]).inc();
     }
 
     /// The series of one symbol, resolved once so a tick costs a few atomic stores.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use tickstream_model::topology::WindowConfig;
 use tickstream_model::{
-    DerivedEvent, EventKind, Jump, MovingAverage, Symbol, Topology, Volatility,
+    Candle, DerivedEvent, EventKind, Jump, MovingAverage, Symbol, Topology, Volatility,
 };
 
 /// One derived record: topic, key (the symbol) and the encoded event.
@@ -81,6 +81,63 @@ pub fn recompute(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<Deriv
             }
         }
     }
+    out.extend(candles(topology, ticks));
+    out
+}
+
+/// Every candle of `ticks`, per symbol in the order enrich emits them: as the symbol's event
+/// time passes `end + grace` (intervals in configuration order, oldest first), then — the
+/// symbol having gone quiet — the rest.
+fn candles(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<DerivedRecord> {
+    let mut open: HashMap<(Symbol, usize), Vec<Candle>> = HashMap::new();
+    let mut symbols: Vec<Symbol> = Vec::new();
+    let mut out = Vec::new();
+    for &(symbol, price, ts) in ticks {
+        if !symbols.contains(&symbol) {
+            symbols.push(symbol);
+        }
+        for (i, c) in topology.candles.iter().enumerate() {
+            let interval = c.interval.as_millis() as i64;
+            let start = ts.div_euclid(interval) * interval;
+            let building = open.entry((symbol, i)).or_default();
+            match building.last_mut() {
+                Some(candle) if candle.start == start => {
+                    candle.high = candle.high.max(price);
+                    candle.low = candle.low.min(price);
+                    candle.close = price;
+                    candle.trades += 1;
+                    candle.last_ts = ts;
+                }
+                _ => building.push(Candle {
+                    symbol,
+                    interval: c.label(),
+                    start,
+                    end: start + interval,
+                    open: price,
+                    high: price,
+                    low: price,
+                    close: price,
+                    trades: 1,
+                    volume: None,
+                    vwap: None,
+                    first_ts: ts,
+                    last_ts: ts,
+                }),
+            }
+            let grace = c.grace.as_millis() as i64;
+            let closed = building.iter().take_while(|k| k.end + grace <= ts).count();
+            for candle in building.drain(..closed) {
+                out.push(record(topology, &candle));
+            }
+        }
+    }
+    for symbol in symbols {
+        for i in 0..topology.candles.len() {
+            for candle in open.remove(&(symbol, i)).unwrap_or_default() {
+                out.push(record(topology, &candle));
+            }
+        }
+    }
     out
 }
 
@@ -137,6 +194,16 @@ pub fn compare(
                     (g.symbol, g.ts, &g.window, g.count) == (w.symbol, w.ts, &w.window, w.count)
                         && close(g.stddev, w.stddev, w.mean)
                         && close(g.mean, w.mean, w.mean)
+                }
+                _ => false,
+            }
+        } else if got.0 == topology.topic(EventKind::Candle) {
+            match (Candle::decode(&got.2), Candle::decode(&want.2)) {
+                (Ok(g), Ok(w)) => {
+                    (&g.interval, g.start, g.end, g.trades, g.first_ts, g.last_ts)
+                        == (&w.interval, w.start, w.end, w.trades, w.first_ts, w.last_ts)
+                        && (g.open, g.high, g.low, g.close) == (w.open, w.high, w.low, w.close)
+                        && (g.volume, g.vwap) == (w.volume, w.vwap)
                 }
                 _ => false,
             }

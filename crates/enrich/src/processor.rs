@@ -4,12 +4,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tickstream_model::{
-    DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, Symbol, Volatility,
+    Candle, DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, Symbol,
+    Volatility,
 };
-use tickstream_streams::{ProcessError, Processor, ProcessorContext, Record, Rejection};
-use tickstream_window::{Stats, SymbolWindows, Tick};
+use tickstream_streams::{
+    ProcessError, Processor, ProcessorContext, PunctuationType, Record, Rejection, StoreError,
+};
+use tickstream_window::{ClosedCandles, Stats, SymbolWindows, Tick};
 
 use crate::budget::HeldSymbols;
+use crate::idle::IdleCandles;
 use crate::metrics::SymbolGauges;
 use crate::state::SymbolState;
 use crate::{Enrich, STORE_NAME};
@@ -21,6 +25,11 @@ pub struct EnrichProcessor {
     moving_average_topic: String,
     volatility_topic: String,
     jumps_topic: String,
+    candles_topic: String,
+    /// With `[[candles]]`: when each symbol's open candles close if it stays quiet.
+    idle: Option<IdleCandles>,
+    /// Candles closed by the current tick or punctuation, reused.
+    candles: Vec<Candle>,
     /// Window labels, in configuration order.
     labels: Box<[String]>,
     /// This tick's statistics per window (`None`: not ready), reused across ticks.
@@ -45,6 +54,7 @@ struct Decoded {
     offset: i64,
     symbol: Symbol,
     price: f64,
+    qty: Option<f64>,
     ts: i64,
 }
 
@@ -66,6 +76,9 @@ impl EnrichProcessor {
             moving_average_topic: topology.topic(EventKind::MovingAverage).to_owned(),
             volatility_topic: topology.topic(EventKind::Volatility).to_owned(),
             jumps_topic: topology.topic(EventKind::Jump).to_owned(),
+            candles_topic: topology.topic(EventKind::Candle).to_owned(),
+            idle: IdleCandles::of(&enrich.windows),
+            candles: Vec::new(),
             readings: Vec::with_capacity(labels.len()),
             labels,
             buffer: Vec::with_capacity(256),
@@ -122,6 +135,7 @@ impl EnrichProcessor {
             offset: record.offset,
             symbol: tick.symbol,
             price: tick.price,
+            qty: tick.qty,
             ts,
         })
     }
@@ -204,13 +218,22 @@ impl Processor for EnrichProcessor {
             }
         };
         let windows = state.live(config, STORE_NAME, key)?;
+        // Idle closes measure arrivals by the wall clock; without candles nothing reads it.
+        let arrived_ms = match &self.idle {
+            Some(_) => tickstream_model::clock::now_ms(),
+            None => ts,
+        };
         let update = windows
-            .update(Tick::new(ts, tick.price))
+            .update_at(Tick::new(ts, tick.price).with_qty(tick.qty), arrived_ms)
             .map_err(|rejection| Rejection::new(rejection.code(), rejection.to_string()))?;
         self.readings.clear();
         self.readings
             .extend(update.readings().map(|reading| reading.stats));
         let jump = update.jump();
+        collect_candles(symbol, update.candles(), &mut self.candles);
+        if let Some(idle) = &mut self.idle {
+            idle.track(symbol, windows);
+        }
 
         for (i, stats) in self.readings.iter().enumerate() {
             let Some(stats) = stats else { continue };
@@ -251,7 +274,81 @@ impl Processor for EnrichProcessor {
             };
             Self::emit(&mut self.buffer, ctx, &self.jumps_topic, &event);
         }
+        self.emit_candles(ctx, false);
         self.update_gauges(symbol, tick.price, jump.is_some());
         Ok(())
+    }
+
+    /// With candles: often enough to close a quiet symbol's candles within a tenth of their
+    /// idle delay (at most a second late).
+    fn punctuation(&self) -> Option<(PunctuationType, std::time::Duration)> {
+        let idle = self.idle.as_ref()?;
+        Some((PunctuationType::WallClock, idle.check_every()))
+    }
+
+    /// Closes and emits the candles of the symbols that have been quiet for their
+    /// `close_idle_after`.
+    fn punctuate(
+        &mut self,
+        now_ms: i64,
+        ctx: &mut ProcessorContext<'_, SymbolState>,
+    ) -> Result<(), StoreError> {
+        let Some(idle) = &mut self.idle else {
+            return Ok(());
+        };
+        let config = &self.enrich.windows;
+        idle.sweep_once(ctx.store(), config)?;
+        for symbol in idle.due(now_ms) {
+            let key = symbol.as_str().as_bytes();
+            let Some(state) = ctx.store().get_mut(key)? else {
+                continue;
+            };
+            let windows = state.live(config, STORE_NAME, key)?;
+            collect_candles(
+                symbol,
+                windows.close_idle(now_ms, idle.resumed_ms()),
+                &mut self.candles,
+            );
+            idle.track(symbol, windows);
+        }
+        self.emit_candles(ctx, true);
+        Ok(())
+    }
+
+    fn rolled_back(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.forget();
+        }
+    }
+}
+
+/// `closed` as the events enrich emits, appended to `out`.
+fn collect_candles(symbol: Symbol, closed: ClosedCandles<'_>, out: &mut Vec<Candle>) {
+    out.extend(closed.map(|(spec, c)| Candle {
+        symbol,
+        interval: spec.label().to_owned(),
+        start: c.start,
+        end: c.end,
+        open: c.open,
+        high: c.high,
+        low: c.low,
+        close: c.close,
+        trades: c.trades,
+        volume: c.volume,
+        vwap: c.vwap,
+        first_ts: c.first_ts,
+        last_ts: c.last_ts,
+    }));
+}
+
+impl EnrichProcessor {
+    /// Emits (and drains) [`Self::candles`]; `idle`: closed because their symbol went quiet.
+    fn emit_candles(&mut self, ctx: &mut ProcessorContext<'_, SymbolState>, idle: bool) {
+        for candle in self.candles.drain(..) {
+            Self::emit(&mut self.buffer, ctx, &self.candles_topic, &candle);
+            if let Some(metrics) = &self.enrich.metrics {
+                metrics.candle_closed(&candle.interval, idle);
+            }
+        }
     }
 }

@@ -18,13 +18,13 @@ const TOPOLOGY: &str = r#"
     threshold_pct = 1.0
 "#;
 
-fn symbol(name: &str) -> Symbol {
+pub(super) fn symbol(name: &str) -> Symbol {
     name.parse().expect("a valid symbol")
 }
 
-type Emitted = Vec<(String, Option<Vec<u8>>, Vec<u8>)>;
+pub(super) type Emitted = Vec<(String, Option<Vec<u8>>, Vec<u8>)>;
 
-fn record<'a>(offset: i64, value: &'a [u8], timestamp: Option<i64>) -> Record<'a> {
+pub(super) fn record<'a>(offset: i64, value: &'a [u8], timestamp: Option<i64>) -> Record<'a> {
     Record {
         topic: "prices.raw",
         partition: 0,
@@ -35,17 +35,17 @@ fn record<'a>(offset: i64, value: &'a [u8], timestamp: Option<i64>) -> Record<'a
     }
 }
 
-fn stream(n: usize, seed: u64) -> Vec<(Symbol, f64, i64)> {
+pub(super) fn stream(n: usize, seed: u64) -> Vec<(Symbol, f64, i64)> {
     naive::random_walk(&naive::sample_symbols(3), n, seed)
 }
 
-fn encode(symbol: Symbol, price: f64, ts: i64) -> Vec<u8> {
+pub(super) fn encode(symbol: Symbol, price: f64, ts: i64) -> Vec<u8> {
     RawTick::new(symbol, price)
         .with_ts(ts)
         .encode(RecordFormat::Full)
 }
 
-fn run(
+pub(super) fn run(
     processor: &mut EnrichProcessor,
     store: &mut KeyValueStore<SymbolState>,
     ticks: &[(Symbol, f64, i64)],

@@ -16,7 +16,7 @@ use crate::invalid::{InvalidRecord, truncate};
 use crate::json::{self, ObjectWriter};
 use crate::symbol::Symbol;
 
-/// The three kinds of derived event.
+/// The kinds of derived event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     /// [`MovingAverage`].
@@ -25,18 +25,27 @@ pub enum EventKind {
     Volatility,
     /// [`Jump`].
     Jump,
+    /// [`crate::Candle`]: only from a topology with `[[candles]]`
+    /// ([`crate::Topology::event_kinds`]).
+    Candle,
 }
 
 impl EventKind {
     /// All kinds, in topic order.
-    pub const ALL: [Self; 3] = [Self::MovingAverage, Self::Volatility, Self::Jump];
+    pub const ALL: [Self; 4] = [
+        Self::MovingAverage,
+        Self::Volatility,
+        Self::Jump,
+        Self::Candle,
+    ];
 
-    /// Stable name: `moving_average`, `volatility`, `jump`.
+    /// Stable name: `moving_average`, `volatility`, `jump`, `candle`.
     pub fn name(self) -> &'static str {
         match self {
             Self::MovingAverage => "moving_average",
             Self::Volatility => "volatility",
             Self::Jump => "jump",
+            Self::Candle => "candle",
         }
     }
 }
@@ -157,18 +166,18 @@ pub struct Jump {
     pub threshold_pct: f64,
 }
 
-const TS: &str = "an integer of epoch milliseconds >= 0";
+pub(crate) const TS: &str = "an integer of epoch milliseconds >= 0";
 
-fn symbol(raw: Option<&str>) -> Result<Symbol, InvalidRecord> {
+pub(crate) fn symbol(raw: Option<&str>) -> Result<Symbol, InvalidRecord> {
     let raw = json::required(raw, "symbol", "a JSON string")?;
     Ok(Symbol::new(&json::string(raw, "symbol")?)?)
 }
 
-fn ts(raw: Option<&str>) -> Result<i64, InvalidRecord> {
+pub(crate) fn ts(raw: Option<&str>) -> Result<i64, InvalidRecord> {
     json::non_negative_i64(json::required(raw, "ts", TS)?, "ts", TS)
 }
 
-fn window(raw: Option<&str>) -> Result<String, InvalidRecord> {
+pub(crate) fn window(raw: Option<&str>) -> Result<String, InvalidRecord> {
     let raw = json::required(raw, "window", "a JSON string")?;
     let label = json::string(raw, "window")?;
     if label.is_empty() || label.len() > 64 {
@@ -181,15 +190,15 @@ fn window(raw: Option<&str>) -> Result<String, InvalidRecord> {
     Ok(label.into_owned())
 }
 
-fn finite(raw: Option<&str>, field: &'static str) -> Result<f64, InvalidRecord> {
+pub(crate) fn finite(raw: Option<&str>, field: &'static str) -> Result<f64, InvalidRecord> {
     json::finite(json::required(raw, field, "a JSON number")?, field)
 }
 
-fn count(raw: Option<&str>) -> Result<u64, InvalidRecord> {
+pub(crate) fn count(raw: Option<&str>) -> Result<u64, InvalidRecord> {
     json::positive_u64(json::required(raw, "count", "a JSON integer")?, "count")
 }
 
-fn price(raw: Option<&str>, field: &'static str) -> Result<f64, InvalidRecord> {
+pub(crate) fn price(raw: Option<&str>, field: &'static str) -> Result<f64, InvalidRecord> {
     let v = finite(raw, field)?;
     if v <= 0.0 {
         return Err(InvalidRecord::NonPositivePrice { field, price: v });
@@ -197,7 +206,7 @@ fn price(raw: Option<&str>, field: &'static str) -> Result<f64, InvalidRecord> {
     Ok(v)
 }
 
-fn too_big(bytes: &[u8]) -> Result<(), InvalidRecord> {
+pub(crate) fn too_big(bytes: &[u8]) -> Result<(), InvalidRecord> {
     if bytes.len() > MAX_DERIVED_BYTES {
         return Err(InvalidRecord::Oversized {
             size: bytes.len(),

@@ -1,13 +1,13 @@
 //! Durations as topology files write them: a whole number and a unit, `500ms`, `3s`, `5m`,
-//! `1h`.
+//! `1h`, `1d`.
 
 use std::time::Duration;
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid duration {input:?}: write a whole number followed by ms, s, m or h, \
-     such as \"500ms\", \"3s\", \"5m\" or \"1h\""
+    "invalid duration {input:?}: write a whole number followed by ms, s, m, h or d, \
+     such as \"500ms\", \"3s\", \"5m\", \"1h\" or \"1d\""
 )]
 pub struct DurationError {
     /// The text as given.
@@ -15,8 +15,9 @@ pub struct DurationError {
 }
 
 const UNITS: [(&str, u64); 4] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)];
+const DAY: (&str, u64) = ("d", 86_400_000);
 
-/// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h` (no spaces, no fractions, no
+/// Parses `<digits><unit>` with unit `ms`, `s`, `m`, `h` or `d` (no spaces, no fractions, no
 /// sign; `0s` is a valid zero). Whole milliseconds up to `u64::MAX` ms.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let error = || DurationError {
@@ -29,6 +30,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     }
     let scale = UNITS
         .iter()
+        .chain([&DAY])
         .find(|(name, _)| *name == unit)
         .map(|(_, scale)| *scale)
         .ok_or_else(error)?;
@@ -51,13 +53,25 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
+/// A candle interval's label: [`format_duration`], but whole days in `d` (`1d`, as exchanges
+/// name it, where a window span says `24h`).
+pub fn format_interval(d: Duration) -> String {
+    let ms = d.as_millis();
+    let day = u128::from(DAY.1);
+    if ms != 0 && ms.is_multiple_of(day) {
+        format!("{}d", ms / day)
+    } else {
+        format_duration(d)
+    }
+}
+
 /// Deserializes a duration string (for `#[serde(deserialize_with)]`).
 pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct Visitor;
     impl serde::de::Visitor<'_> for Visitor {
         type Value = Duration;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a duration string such as \"500ms\", \"3s\", \"5m\" or \"1h\"")
+            f.write_str("a duration string such as \"500ms\", \"3s\", \"5m\", \"1h\" or \"1d\"")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
             parse_duration(v).map_err(E::custom)

@@ -63,6 +63,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod candle;
 pub mod clock;
 pub mod derived;
 pub mod duration;
@@ -72,6 +73,7 @@ mod symbol;
 pub mod tick;
 pub mod topology;
 
+pub use candle::Candle;
 pub use derived::{DerivedEvent, EventKind, Jump, MAX_DERIVED_BYTES, MovingAverage, Volatility};
 pub use invalid::{InvalidRecord, JsonType};
 pub use symbol::{Symbol, SymbolError};

@@ -21,7 +21,7 @@
 //!   a collection that also holds the reference consumer's own `ObjectId` documents sorts
 //!   those after ours: BSON orders every embedded document before every `ObjectId`.)
 //! * **Derived events**: their natural key, as a string: `symbol|window|ts` for moving averages
-//!   and volatility, `symbol|ts` for jumps. Enrich emits at most one event per tick, window and
+//!   and volatility, `symbol|ts` for jumps, `symbol|interval|start` for candles. Enrich emits at most one event per tick, window and
 //!   kind, so the key is unique; an at-least-once enrich that re-emits after a restart produces
 //!   the same key, which collapses the copies the Kafka offsets would not.
 //!
@@ -30,14 +30,18 @@
 //! Raw price: `{_id, symbol, price, ts, source?}` — the reference consumer's `symbol` and
 //! `price` (always a double, even for a JSON integer price), plus the event time `ts` as a BSON
 //! date and the `source` when the record names one. Derived events: their fields, `ts` a BSON
-//! date, counts as 64-bit integers.
+//! date, counts as 64-bit integers. Candles: their fields, `start`, `end`, `first_ts` and
+//! `last_ts` BSON dates, `volume` and `vwap` null without quantities; their collection is a
+//! time-series collection (time field `start`, meta field `symbol`), which enforces no unique
+//! `_id`, so the writer looks the batch's candles up before inserting them
+//! ([`crate::MongoWriter`]).
 
 use std::collections::HashMap;
 
-use mongodb::bson::{Bson, DateTime, Document, RawDocumentBuf, doc, rawdoc};
+use mongodb::bson::{Bson, DateTime, Document, RawBson, RawDocumentBuf, doc, rawdoc};
 use tickstream_model::{
-    DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, RawTick, Topology,
-    Volatility,
+    Candle, DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, RawTick,
+    Topology, Volatility,
 };
 use tickstream_streams::Record;
 
@@ -89,7 +93,7 @@ impl DocumentMapper {
             .into_iter()
             .map(|topic| (topic.to_owned(), Content::RawPrices))
             .collect();
-        for kind in EventKind::ALL {
+        for kind in topology.event_kinds() {
             content.insert(topology.topic(kind).to_owned(), Content::Derived(kind));
         }
         Self {
@@ -107,7 +111,12 @@ impl DocumentMapper {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        topics.extend(self.topology.derived_topics().map(str::to_owned));
+        topics.extend(
+            self.topology
+                .derived_topics()
+                .into_iter()
+                .map(str::to_owned),
+        );
         topics
     }
 
@@ -169,6 +178,10 @@ impl DocumentMapper {
                     },
                 ))
             }
+            Content::Derived(EventKind::Candle) => {
+                let candle = Candle::decode(value)?;
+                Ok(self.derived(EventKind::Candle, candle_document(&candle)))
+            }
         }
     }
 
@@ -210,6 +223,33 @@ impl DocumentMapper {
             document,
         }
     }
+}
+
+/// The stored candle: `_id` `symbol|interval|start` (start in epoch ms).
+pub(crate) fn candle_document(c: &Candle) -> RawDocumentBuf {
+    let optional = |v: Option<f64>| v.map_or(RawBson::Null, RawBson::Double);
+    let mut document = rawdoc! {
+        "_id": candle_id(c.symbol.as_str(), &c.interval, c.start),
+        "symbol": c.symbol.as_str(),
+        "interval": c.interval.as_str(),
+        "start": DateTime::from_millis(c.start),
+        "end": DateTime::from_millis(c.end),
+        "open": c.open,
+        "high": c.high,
+        "low": c.low,
+        "close": c.close,
+        "trades": count(c.trades),
+    };
+    document.append("volume", optional(c.volume));
+    document.append("vwap", optional(c.vwap));
+    document.append("first_ts", DateTime::from_millis(c.first_ts));
+    document.append("last_ts", DateTime::from_millis(c.last_ts));
+    document
+}
+
+/// A candle's `_id`: one per symbol, interval and start.
+pub fn candle_id(symbol: &str, interval: &str, start_ms: i64) -> String {
+    format!("{symbol}|{interval}|{start_ms}")
 }
 
 /// Counts are at most a window's size; BSON has no unsigned integers.

@@ -1,13 +1,23 @@
 //! Batches of documents into MongoDB: unordered bulk inserts, duplicates recognised as
 //! replays, documents MongoDB refuses for their content reported for the dead-letter topic.
+//!
+//! Candles go to a time-series collection, which has no unique `_id` index: a replayed candle
+//! would be stored twice. So the candles of a batch are looked up first (by symbol, interval
+//! and start, which an index covers) and those already stored count as duplicates. That is
+//! exact for one writer per symbol — the sink's partition owner, as replays after a crash
+//! are — but two sinks writing one symbol's candles at the same instant (the old and new
+//! owner of a partition during a rebalance, if the old one is still writing) could both find
+//! a candle absent.
 //! Independent of Kafka: `tickstream run` writes through it from its in-process transport.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use futures::future::join_all;
-use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, InsertManyError};
+use mongodb::options::TimeseriesOptions;
 use mongodb::{Client, Database, IndexModel};
 use tickstream_model::{EventKind, Topology};
 
@@ -16,6 +26,8 @@ use crate::uri::{self, InvalidUri};
 
 /// MongoDB's duplicate-key error: the document is already stored (a replay).
 const DUPLICATE_KEY: i32 = 11000;
+/// `create` of a collection that exists.
+const NAMESPACE_EXISTS: i32 = 48;
 
 /// Write error codes that say "not now" (elections, shutdown, timeouts), not "not this
 /// document": the batch is retried.
@@ -76,6 +88,8 @@ impl WriteReport {
 pub struct MongoWriter {
     database: Database,
     indexes: Vec<(String, Document)>,
+    /// The candles' time-series collection, with `[[candles]]`.
+    candles: Option<String>,
     /// Where MongoDB is, for messages: the URI's hosts.
     address: String,
 }
@@ -136,9 +150,18 @@ impl MongoWriter {
             topology.collection(EventKind::Jump).to_owned(),
             doc! { "symbol": 1, "ts": -1 },
         ));
+        let candles = (!topology.candles.is_empty())
+            .then(|| topology.collection(EventKind::Candle).to_owned());
+        if let Some(candles) = &candles {
+            indexes.push((
+                candles.clone(),
+                doc! { "symbol": 1, "interval": 1, "start": -1 },
+            ));
+        }
         Self {
             database: client.database(&topology.mongodb.database),
             indexes,
+            candles,
             address: "the client's MongoDB".to_owned(),
         }
     }
@@ -152,8 +175,27 @@ impl MongoWriter {
         &self.address
     }
 
-    /// Creates the indexes the queries need; creating an existing index is a no-op.
+    /// Creates the candles' time-series collection (if absent) and the indexes the queries
+    /// need; creating an existing index is a no-op. A candles collection that already exists
+    /// as a regular one is kept: its unique `_id` then refuses replays by itself.
     pub async fn ensure_indexes(&self) -> Result<(), SinkError> {
+        if let Some(candles) = &self.candles {
+            let created = self
+                .database
+                .create_collection(candles)
+                .timeseries(
+                    TimeseriesOptions::builder()
+                        .time_field("start".to_owned())
+                        .meta_field(Some("symbol".to_owned()))
+                        .build(),
+                )
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(error) if command_code(&error) == Some(NAMESPACE_EXISTS) => {}
+                Err(error) => return Err(SinkError::Unavailable(error)),
+            }
+        }
         for (collection, keys) in &self.indexes {
             self.database
                 .collection::<Document>(collection)
@@ -183,6 +225,17 @@ impl MongoWriter {
                 .entry(document.collection.as_str())
                 .or_default()
                 .push(index);
+        }
+        let mut stored_candles = 0;
+        if let Some(candles) = self.candles.as_deref()
+            && let Some(indices) = by_collection.get_mut(candles)
+        {
+            let before = indices.len();
+            self.drop_stored_candles(candles, batch, indices).await?;
+            stored_candles = (before - indices.len()) as u64;
+            if indices.is_empty() {
+                by_collection.remove(candles);
+            }
         }
         let writes = by_collection
             .iter()
@@ -217,8 +270,70 @@ impl MongoWriter {
                     r
                 }));
         }
+        if stored_candles > 0
+            && let Some(candles) = &self.candles
+        {
+            *report.duplicates.entry(candles.clone()).or_default() += stored_candles;
+            report.written.entry(candles.clone()).or_default();
+        }
         report.rejected.sort_by_key(|r| r.index);
         Ok(report)
+    }
+
+    /// Removes from `indices` the candles of `batch` already stored in `collection`, and the
+    /// second of two copies within the batch.
+    async fn drop_stored_candles(
+        &self,
+        collection: &str,
+        batch: &[SinkDocument],
+        indices: &mut Vec<usize>,
+    ) -> Result<(), SinkError> {
+        let key = |i: usize| {
+            let d = &batch[i].document;
+            Some((
+                d.get_str("symbol").ok()?,
+                d.get_str("interval").ok()?,
+                d.get_datetime("start").ok()?,
+                d.get_str("_id").ok()?,
+            ))
+        };
+        let filters: Vec<Document> = indices
+            .iter()
+            .filter_map(|i| key(*i))
+            .map(|(symbol, interval, start, _)| {
+                doc! { "symbol": symbol, "interval": interval, "start": start }
+            })
+            .collect();
+        if filters.is_empty() {
+            return Ok(());
+        }
+        let mut stored: std::collections::HashSet<String> = self
+            .database
+            .collection::<Document>(collection)
+            .find(doc! { "$or": filters })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(SinkError::Unavailable)?
+            .try_filter_map(|d| async move {
+                Ok(match d.get("_id") {
+                    Some(Bson::String(id)) => Some(id.clone()),
+                    _ => None,
+                })
+            })
+            .try_collect()
+            .await
+            .map_err(SinkError::Unavailable)?;
+        // `insert` is false for an id already stored, or already kept from this batch.
+        indices.retain(|i| key(*i).is_none_or(|(.., id)| stored.insert(id.to_owned())));
+        Ok(())
+    }
+}
+
+/// The server's error code of a failed command, if it was one.
+fn command_code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        ErrorKind::Command(command) => Some(command.code),
+        _ => None,
     }
 }
 

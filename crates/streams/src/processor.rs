@@ -176,4 +176,9 @@ pub trait Processor: Send {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// The batch since the last commit was undone: the store is back at its committed state
+    /// and the records will be processed again. A processor that keeps anything derived from
+    /// the store outside it (an index, a cache) must forget it here.
+    fn rolled_back(&mut self) {}
 }

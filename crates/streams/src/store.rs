@@ -167,6 +167,15 @@ impl TaskTree {
             .collect()
     }
 
+    /// Every data key (without the data prefix byte), in key order.
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.tree
+            .scan_prefix([DATA_PREFIX])
+            .keys()
+            .map(|key| Ok(key.map_err(|e| self.error(e))?[1..].to_vec()))
+            .collect()
+    }
+
     /// The changelog offset this tree's contents correspond to (next offset to read).
     pub(crate) fn checkpoint(&self) -> Result<Option<i64>, StoreError> {
         let raw = self.tree.get(CHECKPOINT_KEY).map_err(|e| self.error(e))?;
@@ -325,6 +334,14 @@ impl Backend {
         })
     }
 
+    /// Every stored key, in key order (change records' keys included).
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(match self {
+            Self::Sled(tree) => tree.keys()?,
+            Self::Memory(map) => map.keys().map(|k| k.to_vec()).collect(),
+        })
+    }
+
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         match self {
@@ -434,6 +451,28 @@ impl<S: StateCodec> KeyValueStore<S> {
     }
 
     /// Inserts or replaces the value of `key`.
+    /// Every key that has a value, as this batch sees it (committed keys not deleted since,
+    /// and keys put since), in key order. Reads every committed key: for a punctuation's
+    /// occasional sweep, not per record.
+    pub fn keys(&self) -> Result<Vec<Box<[u8]>>, StoreError> {
+        let mut keys: std::collections::BTreeSet<Box<[u8]>> = self
+            .backend
+            .keys()?
+            .into_iter()
+            // A change-logging store's change records sit under `key\0seq`; its keys have no NUL.
+            .filter(|k| !S::LOGS_CHANGES || !k.contains(&0))
+            .map(Vec::into_boxed_slice)
+            .collect();
+        for (key, slot) in &self.cache {
+            if slot.value.is_some() {
+                keys.insert(key.clone());
+            } else {
+                keys.remove(key);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     pub fn put(&mut self, key: &[u8], value: S) -> Result<(), StoreError> {
         self.write(key, Some(value))
     }
@@ -537,6 +576,12 @@ impl<S: StateCodec> KeyValueStore<S> {
 /// Test fixtures (feature `testing`): the runtime's commit and restore, for processor tests.
 #[cfg(any(test, feature = "testing"))]
 impl<S: StateCodec> KeyValueStore<S> {
+    /// What an aborted transaction does to its task's store: every change since the last
+    /// commit forgotten (the runtime then calls [`crate::Processor::rolled_back`]).
+    pub fn abort(&mut self) {
+        self.rollback();
+    }
+
     /// What a task restored from the changelog right after this store's next commit starts
     /// from — a new in-memory store holding the committed state plus this store's uncommitted
     /// changes, through their encoding as the changelog carries them — and how many keys that

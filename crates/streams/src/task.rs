@@ -163,6 +163,7 @@ impl<P: Processor> StreamTask<P> {
     /// The commit failed: forget uncommitted state and return where to rewind each input.
     pub(crate) fn rollback(&mut self) -> Vec<(String, i64)> {
         self.store.rollback();
+        self.processor.rolled_back();
         self.positions.clone_from(&self.committed);
         self.committed.clone()
     }

@@ -41,7 +41,12 @@ impl CandleSpec {
             interval_ms,
             grace_ms,
             close_idle_after_ms: interval_ms + grace_ms,
-            label: span_label(interval_ms),
+            // Exchanges say "1d" where a window span says "24h".
+            label: if interval_ms == Self::MAX_INTERVAL_MS {
+                "1d".to_owned()
+            } else {
+                span_label(interval_ms)
+            },
         })
     }
 
@@ -275,8 +280,7 @@ impl CandleSeries {
     /// The wall clock (ms) at which [`Self::close_idle`] will close the open candles if no
     /// tick arrives before; `None` when none is open.
     pub fn idle_deadline_ms(&self) -> Option<i64> {
-        let arrived = self.last_arrival_ms.filter(|_| !self.open.is_empty())?;
-        Some(arrived.saturating_add(self.spec.close_idle_after_ms))
+        self.idle_deadline_since(i64::MIN)
     }
 
     /// Folds in a tick (event time `ts`, arrived at wall clock `arrived_ms`) and appends the
@@ -354,10 +358,21 @@ impl CandleSeries {
     /// Closes every open candle if no tick has arrived for `close_idle_after` by wall clock
     /// `now_ms`; appends them to `closed`, oldest first. Returns how many it closed.
     pub fn close_idle(&mut self, now_ms: i64, closed: &mut Vec<Candle>) -> usize {
-        let idle = self.last_arrival_ms.is_some_and(|arrived| {
-            i128::from(now_ms) - i128::from(arrived) >= i128::from(self.spec.close_idle_after_ms)
-        });
-        if !idle {
+        self.close_idle_since(now_ms, i64::MIN, closed)
+    }
+
+    /// [`Self::close_idle`] with the idle clock started no earlier than `since_ms`: a task
+    /// that resumed at `since_ms` waits a whole `close_idle_after` from then.
+    pub(crate) fn close_idle_since(
+        &mut self,
+        now_ms: i64,
+        since_ms: i64,
+        closed: &mut Vec<Candle>,
+    ) -> usize {
+        if self
+            .idle_deadline_since(since_ms)
+            .is_none_or(|due| now_ms < due)
+        {
             return 0;
         }
         let n = self.open.len();
@@ -365,6 +380,16 @@ impl CandleSeries {
             self.close_front(closed);
         }
         n
+    }
+
+    /// [`Self::idle_deadline_ms`] with the idle clock started no earlier than `since_ms`.
+    pub(crate) fn idle_deadline_since(&self, since_ms: i64) -> Option<i64> {
+        let arrived = self.last_arrival_ms.filter(|_| !self.open.is_empty())?;
+        Some(
+            arrived
+                .max(since_ms)
+                .saturating_add(self.spec.close_idle_after_ms),
+        )
     }
 
     fn close_front(&mut self, closed: &mut Vec<Candle>) {

@@ -25,7 +25,7 @@ fn feed(
 fn specs_are_validated_and_labelled() {
     assert_eq!(spec(MIN, 5_000).label(), "1m");
     assert_eq!(spec(1_000, 0).label(), "1s");
-    assert_eq!(spec(86_400_000, 0).label(), "24h");
+    assert_eq!(spec(86_400_000, 0).label(), "1d");
     assert_eq!(spec(MIN, 5_000).close_idle_after_ms(), 65_000);
     for bad in [0, 999, 1_500, 86_401_000, -MIN] {
         assert_eq!(

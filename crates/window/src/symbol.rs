@@ -221,13 +221,15 @@ impl SymbolWindows {
     }
 
     /// Closes the open candles of every interval whose symbol has had no tick arrive for its
-    /// `close_idle_after` by wall clock `now_ms`, and returns them (oldest first per
-    /// interval, intervals in configuration order). Empty when nothing was due.
-    pub fn close_idle(&mut self, now_ms: i64) -> ClosedCandles<'_> {
+    /// `close_idle_after` by wall clock `now_ms`, counting from `idle_since_ms` at the
+    /// earliest (when the caller resumed: `i64::MIN` for no such bound), and returns them
+    /// (oldest first per interval, intervals in configuration order). Empty when nothing was
+    /// due.
+    pub fn close_idle(&mut self, now_ms: i64, idle_since_ms: i64) -> ClosedCandles<'_> {
         if let Some(candles) = &mut self.candles {
             candles.closed.clear();
             for series in candles.series.iter_mut() {
-                series.close_idle(now_ms, &mut candles.closed);
+                series.close_idle_since(now_ms, idle_since_ms, &mut candles.closed);
             }
         }
         self.closed_candles()
@@ -240,12 +242,12 @@ impl SymbolWindows {
         }
     }
 
-    /// The earliest wall clock (ms) at which [`Self::close_idle`] has something to close, if
-    /// a candle is open.
-    pub fn idle_deadline_ms(&self) -> Option<i64> {
+    /// The earliest wall clock (ms) at which [`Self::close_idle`] with the same
+    /// `idle_since_ms` has something to close, if a candle is open.
+    pub fn idle_deadline_ms(&self, idle_since_ms: i64) -> Option<i64> {
         self.candle_series()
             .iter()
-            .filter_map(CandleSeries::idle_deadline_ms)
+            .filter_map(|series| series.idle_deadline_since(idle_since_ms))
             .min()
     }
 

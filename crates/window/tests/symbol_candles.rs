@@ -75,17 +75,17 @@ fn a_quiet_symbol_closes_its_candles_after_interval_plus_grace_of_wall_clock() {
         .expect("accepted");
     btc.update_at(Tick::new(1_100, 11.0), 1_000_010)
         .expect("accepted");
-    assert_eq!(btc.idle_deadline_ms(), Some(1_000_010 + 1_500));
-    assert_eq!(btc.close_idle(1_001_509).count(), 0, "not yet");
+    assert_eq!(btc.idle_deadline_ms(i64::MIN), Some(1_000_010 + 1_500));
+    assert_eq!(btc.close_idle(1_001_509, i64::MIN).count(), 0, "not yet");
     let closed: Vec<_> = btc
-        .close_idle(1_001_510)
+        .close_idle(1_001_510, i64::MIN)
         .map(|(spec, c)| (spec.label().to_owned(), c.start))
         .collect();
     // The 5 s interval waits 5.5 s.
     assert_eq!(closed, [("1s".to_owned(), 0), ("1s".to_owned(), 1_000)]);
-    assert_eq!(btc.idle_deadline_ms(), Some(1_000_010 + 5_500));
-    assert_eq!(btc.close_idle(1_005_510).count(), 1);
-    assert_eq!(btc.idle_deadline_ms(), None);
+    assert_eq!(btc.idle_deadline_ms(i64::MIN), Some(1_000_010 + 5_500));
+    assert_eq!(btc.close_idle(1_005_510, i64::MIN).count(), 1);
+    assert_eq!(btc.idle_deadline_ms(i64::MIN), None);
     // After an idle close, a tick for a closed candle is late; one for a later candle opens it.
     assert_eq!(
         btc.update_at(Tick::new(1_200, 12.0), 1_005_600)
@@ -95,6 +95,18 @@ fn a_quiet_symbol_closes_its_candles_after_interval_plus_grace_of_wall_clock() {
     );
     btc.update_at(Tick::new(6_000, 12.0), 1_005_700)
         .expect("a later candle");
+}
+
+#[test]
+fn a_resumed_caller_waits_a_whole_idle_delay_from_when_it_resumed() {
+    let mut btc = SymbolWindows::new(config(500));
+    btc.update_at(Tick::new(100, 10.0), 1_000_000)
+        .expect("accepted");
+    // Restored an hour later: the backlog it now reads must land before anything idles out.
+    let resumed = 1_000_000 + 3_600_000;
+    assert_eq!(btc.idle_deadline_ms(resumed), Some(resumed + 1_500));
+    assert_eq!(btc.close_idle(resumed + 1_499, resumed).count(), 0);
+    assert_eq!(btc.close_idle(resumed + 1_500, resumed).count(), 1);
 }
 
 #[test]

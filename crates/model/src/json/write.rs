@@ -57,6 +57,18 @@ impl<'a> ObjectWriter<'a> {
         self
     }
 
+    /// A float, or `null` for `None`.
+    pub(crate) fn opt_f64(&mut self, key: &str, value: Option<f64>) -> &mut Self {
+        match value {
+            Some(v) => self.f64(key, v),
+            None => {
+                self.key(key);
+                self.out.extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
     pub(crate) fn int(&mut self, key: &str, value: impl fmt::Display) -> &mut Self {
         self.key(key);
         push_fmt(self.out, format_args!("{value}"));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::candles::CandleFile;
 use super::error::hint_for;
 use super::source::{
     BinanceRestSource, BinanceWsSource, BreakerConfig, ReplaySource, ReplaySpeed, SourceConfig,
@@ -46,6 +47,7 @@ struct TopologyFile {
     windows: Option<Vec<WindowFile>>,
     #[serde(default)]
     jumps: JumpsFile,
+    candles: Option<Vec<CandleFile>>,
     source: Option<SourceFile>,
     #[serde(default)]
     mongodb: MongoFile,
@@ -61,6 +63,7 @@ struct TopicsFile {
     moving_average: Option<String>,
     volatility: Option<String>,
     jumps: Option<String>,
+    candles: Option<String>,
     dead_letter: Option<String>,
     partitions: Option<u32>,
     repartition: Option<RepartitionPolicy>,
@@ -164,6 +167,7 @@ struct CollectionsFile {
     moving_averages: Option<String>,
     volatility: Option<String>,
     jumps: Option<String>,
+    candles: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +218,7 @@ impl TopologyFile {
             moving_average: t.moving_average.unwrap_or(d.moving_average),
             volatility: t.volatility.unwrap_or(d.volatility),
             jumps: t.jumps.unwrap_or(d.jumps),
+            candles: t.candles.unwrap_or(d.candles),
             dead_letter: t.dead_letter.unwrap_or(d.dead_letter),
             partitions: t.partitions,
             repartition: t.repartition.unwrap_or(d.repartition),
@@ -243,6 +248,13 @@ impl TopologyFile {
                 .threshold_pct
                 .unwrap_or(JumpConfig::default().threshold_pct),
         };
+        let candles = self
+            .candles
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| c.resolve(i))
+            .collect::<Result<_, _>>()?;
         let source = match self.source {
             None => SourceConfig::default(),
             Some(source) => source.resolve()?,
@@ -257,6 +269,7 @@ impl TopologyFile {
                 moving_averages: c.moving_averages.unwrap_or(dm.collections.moving_averages),
                 volatility: c.volatility.unwrap_or(dm.collections.volatility),
                 jumps: c.jumps.unwrap_or(dm.collections.jumps),
+                candles: c.candles.unwrap_or(dm.collections.candles),
             },
             batch_size: m.batch_size.unwrap_or(dm.batch_size),
             batch_interval: m.batch_interval.unwrap_or(dm.batch_interval),
@@ -292,6 +305,7 @@ impl TopologyFile {
             topics,
             windows,
             jumps,
+            candles,
             source,
             mongodb,
             processing,

@@ -22,6 +22,7 @@
 //! moving_average = "analytics.moving_average"
 //! volatility = "analytics.volatility"
 //! jumps = "analytics.jumps"
+//! candles = "analytics.candles"    # closed candles, with [[candles]]
 //! dead_letter = "tickstream.dlq"    # default "<application_id>.dlq"
 //! partitions = 3                    # of the topics tickstream creates; default: the raw topics'
 //! repartition = "auto"              # or "always", "never": see RepartitionPolicy
@@ -43,6 +44,11 @@
 //! [jumps]
 //! threshold_pct = 2.0               # percent, in (0, 100]
 //!
+//! [[candles]]                       # none by default; at most 8 intervals: see CandleConfig
+//! interval = "1m"                   # 1s to 1d; candles [start, start + 1m) from the epoch
+//! grace = "5s"                      # later ticks -> dead-letter topic (late)
+//! close_idle_after = "65s"          # default interval + grace: a quiet symbol's candles close
+//!
 //! [source]                          # what ingest reads; default kind = "synthetic"
 //! kind = "binance-rest"             # or "binance-ws", "replay", "synthetic": see SourceConfig
 //! interval = "3s"
@@ -57,6 +63,7 @@
 //! moving_averages = "moving_averages"
 //! volatility = "volatility"
 //! jumps = "jumps"
+//! candles = "candles"               # a time-series collection
 //!
 //! [processing]
 //! guarantee = "exactly_once"        # or "at_least_once"
@@ -68,6 +75,7 @@
 //! give_up_after = "10m"             # a broker/MongoDB outage longer than this exits non-zero
 //! ```
 
+mod candles;
 mod error;
 mod file;
 mod routing;
@@ -81,6 +89,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use candles::CandleConfig;
 pub use error::TopologyError;
 pub use routing::Routing;
 pub use source::{
@@ -117,6 +126,8 @@ pub struct Topology {
     pub windows: Vec<WindowConfig>,
     /// Jump detection.
     pub jumps: JumpConfig,
+    /// Candle intervals (`[[candles]]`), in output order; none by default.
+    pub candles: Vec<CandleConfig>,
     /// Where ingest gets prices.
     pub source: SourceConfig,
     /// MongoDB database, collections and sink batching.
@@ -138,6 +149,8 @@ pub struct Topics {
     pub volatility: String,
     /// [`crate::Jump`] events. Default `analytics.jumps`.
     pub jumps: String,
+    /// [`crate::Candle`] events, with `[[candles]]`. Default `analytics.candles`.
+    pub candles: String,
     /// Refused records with their reason in headers (`tickstream_streams::dlq_headers`). Default
     /// `<application_id>.dlq`.
     pub dead_letter: String,
@@ -314,6 +327,8 @@ pub struct Collections {
     pub volatility: String,
     /// Default `jumps`.
     pub jumps: String,
+    /// [`crate::Candle`]s, with `[[candles]]`: a time-series collection. Default `candles`.
+    pub candles: String,
 }
 
 /// Kafka Streams' `processing.guarantee`.
@@ -367,6 +382,7 @@ impl Default for Topology {
             topics: Topics::defaults(Self::DEFAULT_APPLICATION_ID),
             windows: vec![WindowConfig::default()],
             jumps: JumpConfig::default(),
+            candles: Vec::new(),
             source: SourceConfig::default(),
             mongodb: MongoConfig::default(),
             processing: ProcessingConfig::default(),
@@ -383,6 +399,7 @@ impl Topics {
             moving_average: "analytics.moving_average".to_owned(),
             volatility: "analytics.volatility".to_owned(),
             jumps: "analytics.jumps".to_owned(),
+            candles: "analytics.candles".to_owned(),
             dead_letter: format!("{application_id}.dlq"),
             partitions: None,
             repartition: RepartitionPolicy::Auto,
@@ -410,6 +427,7 @@ impl Default for MongoConfig {
                 moving_averages: "moving_averages".to_owned(),
                 volatility: "volatility".to_owned(),
                 jumps: "jumps".to_owned(),
+                candles: "candles".to_owned(),
             },
             batch_size: 1000,
             batch_interval: Duration::from_millis(100),
@@ -492,12 +510,21 @@ impl Topology {
             EventKind::MovingAverage => &self.topics.moving_average,
             EventKind::Volatility => &self.topics.volatility,
             EventKind::Jump => &self.topics.jumps,
+            EventKind::Candle => &self.topics.candles,
         }
     }
 
-    /// The derived topics, in [`EventKind::ALL`] order.
-    pub fn derived_topics(&self) -> [&str; 3] {
-        EventKind::ALL.map(|kind| self.topic(kind))
+    /// The kinds of derived event this topology emits, in [`EventKind::ALL`] order: candles
+    /// only with `[[candles]]`.
+    pub fn event_kinds(&self) -> impl Iterator<Item = EventKind> + '_ {
+        EventKind::ALL
+            .into_iter()
+            .filter(|kind| *kind != EventKind::Candle || !self.candles.is_empty())
+    }
+
+    /// The topics of [`Topology::event_kinds`], in that order.
+    pub fn derived_topics(&self) -> Vec<&str> {
+        self.event_kinds().map(|kind| self.topic(kind)).collect()
     }
 
     /// The MongoDB collection of one kind of derived event.
@@ -507,6 +534,7 @@ impl Topology {
             EventKind::MovingAverage => &c.moving_averages,
             EventKind::Volatility => &c.volatility,
             EventKind::Jump => &c.jumps,
+            EventKind::Candle => &c.candles,
         }
     }
 

@@ -125,7 +125,13 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(t.mongodb.database, "tickstream");
     assert_eq!(
         EventKind::ALL.map(|k| t.collection(k)),
-        ["moving_averages", "volatility", "jumps"]
+        ["moving_averages", "volatility", "jumps", "candles"]
+    );
+    assert!(t.candles.is_empty());
+    assert_eq!(
+        t.event_kinds().collect::<Vec<_>>(),
+        EventKind::ALL[..3],
+        "no candles, no candle topic"
     );
     assert_eq!(t.prices_collection_for("BTCUSDT"), Some("prices"));
     assert_eq!(
@@ -317,4 +323,87 @@ fn plain_transport_is_accepted_only_when_the_topology_allows_it() {
         panic!("{:?}", default.source)
     };
     assert!(!default.allow_plain_transport, "TLS unless asked otherwise");
+}
+
+#[test]
+fn candles_take_an_interval_a_grace_and_an_idle_close() {
+    let t = Topology::from_str(
+        r#"
+        symbols = ["BTCUSDT"]
+        [topics]
+        candles = "ohlc"
+        [[candles]]
+        interval = "1m"
+        [[candles]]
+        interval = "1h"
+        grace = "30s"
+        close_idle_after = "2h"
+        [mongodb.collections]
+        candles = "ohlcv"
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(
+        t.candles,
+        [
+            CandleConfig {
+                interval: Duration::from_secs(60),
+                grace: Duration::from_secs(5),
+                close_idle_after: Duration::from_secs(65),
+            },
+            CandleConfig {
+                interval: Duration::from_secs(3_600),
+                grace: Duration::from_secs(30),
+                close_idle_after: Duration::from_secs(7_200),
+            },
+        ]
+    );
+    assert_eq!(t.candles[0].label(), "1m");
+    assert_eq!(t.topic(EventKind::Candle), "ohlc");
+    assert_eq!(t.collection(EventKind::Candle), "ohlcv");
+    assert_eq!(t.derived_topics().last(), Some(&"ohlc"));
+}
+
+#[test]
+fn a_bad_candle_interval_is_refused_naming_its_key() {
+    let error = |candles: &str| {
+        Topology::from_str(&format!("symbols = [\"BTCUSDT\"]\n{candles}"))
+            .expect_err("invalid")
+            .to_string()
+    };
+    for (candles, key, says) in [
+        (
+            "[[candles]]\ngrace = \"1s\"",
+            "candles[0].interval",
+            "is missing",
+        ),
+        (
+            "[[candles]]\ninterval = \"500ms\"",
+            "candles[0].interval",
+            "whole seconds",
+        ),
+        (
+            "[[candles]]\ninterval = \"2d\"",
+            "candles[0].interval",
+            "is 2d: write whole seconds from 1s to 1d",
+        ),
+        (
+            "[[candles]]\ninterval = \"1m\"\n[[candles]]\ninterval = \"60s\"",
+            "candles[1].interval",
+            "also candles[0]",
+        ),
+        (
+            "[[candles]]\ninterval = \"1m\"\nclose_idle_after = \"0s\"",
+            "candles[0].close_idle_after",
+            "is 0",
+        ),
+        (
+            "[[candles]]\ninterval = \"1m\"\nsize = 3",
+            "size",
+            "unknown field",
+        ),
+    ] {
+        let e = error(candles);
+        assert!(e.contains(key) && e.contains(says), "{candles:?}: {e}");
+    }
 }

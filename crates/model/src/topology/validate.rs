@@ -16,6 +16,7 @@ pub(super) fn validate(t: &Topology) -> Check {
     symbols(t)?;
     topics(t)?;
     windows(&t.windows)?;
+    super::candles::validate(&t.candles)?;
     let pct = t.jumps.threshold_pct;
     if !(pct > 0.0 && pct <= 100.0) {
         return fail(
@@ -138,6 +139,7 @@ fn topics(t: &Topology) -> Check {
         ("topics.moving_average", &topics.moving_average),
         ("topics.volatility", &topics.volatility),
         ("topics.jumps", &topics.jumps),
+        ("topics.candles", &topics.candles),
         ("topics.dead_letter", &topics.dead_letter),
     ];
     for (i, (key, name)) in own.iter().enumerate() {
@@ -480,6 +482,7 @@ fn mongodb(t: &Topology) -> Check {
         ("mongodb.collections.moving_averages", &c.moving_averages),
         ("mongodb.collections.volatility", &c.volatility),
         ("mongodb.collections.jumps", &c.jumps),
+        ("mongodb.collections.candles", &c.candles),
     ];
     for (i, (key, name)) in own.iter().enumerate() {
         if let Some(problem) = collection_problem(name) {

@@ -284,3 +284,36 @@ fn a_state_dir_reopens_right_after_its_drop_and_a_held_one_is_refused_clearly() 
     );
     drop(held);
 }
+
+#[test]
+fn keys_are_the_committed_ones_and_this_batchs_without_change_records_or_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open_logged(dir.path());
+    for key in [&b"a"[..], b"b", b"c"] {
+        for n in 0..3 {
+            append(&mut store, key, n);
+            commit(&mut store, i64::from(n));
+        }
+    }
+    store.delete(b"b").expect("delete");
+    append(&mut store, b"d", 1);
+    let keys = |store: &KeyValueStore<Appended>| -> Vec<Vec<u8>> {
+        store
+            .keys()
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.to_vec())
+            .collect()
+    };
+    assert_eq!(keys(&store), [b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+    store.rollback();
+    let reopened = {
+        drop(store);
+        open_logged(dir.path())
+    };
+    assert_eq!(
+        keys(&reopened),
+        [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+        "from sled alone, each key once whatever its change records"
+    );
+}
