@@ -42,6 +42,15 @@ pub enum Question {
     },
     /// The newest moving average and volatility per window of a symbol.
     Analytics { symbol: String },
+    /// The last N candles of a symbol and interval (a `[[candles]]` interval), oldest first.
+    Candles {
+        symbol: String,
+        /// The interval's label, as the topology writes it: `1m`, `15s`, `1h`, `1d`.
+        #[arg(long)]
+        interval: String,
+        #[arg(long, default_value_t = 60)]
+        last: u64,
+    },
 }
 
 pub async fn main(args: Args) -> anyhow::Result<()> {
@@ -129,6 +138,41 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
                                     cell(vol.map(|v| v.stddev.to_string())),
                                     cell(ma.map(|m| m.count.to_string())),
                                     cell(ma.map(|m| format_ts(m.ts))),
+                                ]
+                            })
+                            .collect(),
+                    )
+                })?
+            }
+            Question::Candles {
+                symbol,
+                interval,
+                last,
+            } => {
+                let rows = queries
+                    .candles(symbol, interval, *last)
+                    .await
+                    .with_context(context)?;
+                let optional = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                render(args.json, &rows, || {
+                    if rows.is_empty() {
+                        return format!("no {interval} candles stored for {symbol}\n");
+                    }
+                    table(
+                        &[
+                            "start", "open", "high", "low", "close", "trades", "volume", "vwap",
+                        ],
+                        rows.iter()
+                            .map(|c| {
+                                vec![
+                                    format_ts(c.start),
+                                    c.open.to_string(),
+                                    c.high.to_string(),
+                                    c.low.to_string(),
+                                    c.close.to_string(),
+                                    c.trades.to_string(),
+                                    optional(c.volume),
+                                    optional(c.vwap),
                                 ]
                             })
                             .collect(),

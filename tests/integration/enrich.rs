@@ -24,6 +24,20 @@ use crate::support::{
     read_committed_consumer, require_kafka, unique_name, wait_for_metric,
 };
 
+/// The candles every deployment but the frozen broker's builds: a 10 s interval whose grace
+/// keeps two open, and a minute with none; both close 2 s after their symbol goes quiet, so a
+/// test's last candles arrive soon after its last tick.
+pub(crate) const CANDLES: &str = r#"
+[[candles]]
+interval = "10s"
+grace = "1s"
+close_idle_after = "2s"
+[[candles]]
+interval = "1m"
+grace = "0s"
+close_idle_after = "2s"
+"#;
+
 /// One enrich deployment: its topology file and topics.
 pub(crate) struct Deployment {
     pub(crate) topology: Topology,
@@ -34,7 +48,7 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     /// Unique topics and application id; a count window of 20, a 1-minute time window, 2 %
-    /// jumps — the default topology's analytics at test scale.
+    /// jumps — the default topology's analytics at test scale — and [`CANDLES`].
     pub(crate) fn new(prefix: &str, dir: &Path, symbols: &[Symbol], partitions: i32) -> Self {
         let name = unique_name(prefix);
         Self::with_topics(
@@ -44,11 +58,13 @@ impl Deployment {
             partitions,
             &format!("raw = \"{name}.raw\""),
             &kafka_brokers(),
+            CANDLES,
         )
     }
 
-    /// A deployment whose `[topics]` start with `raw_topics` (TOML lines), on `brokers`; every
-    /// raw topic is created with `partitions` partitions.
+    /// A deployment whose `[topics]` start with `raw_topics` (TOML lines), on `brokers`, with
+    /// `candles` (`[[candles]]` TOML, or none); every raw topic is created with `partitions`
+    /// partitions.
     pub(crate) fn with_topics(
         name: &str,
         dir: &Path,
@@ -56,6 +72,7 @@ impl Deployment {
         partitions: i32,
         raw_topics: &str,
         brokers: &str,
+        candles: &str,
     ) -> Self {
         let list: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
         let toml = format!(
@@ -67,7 +84,9 @@ symbols = [{symbols}]
 moving_average = "{name}.ma"
 volatility = "{name}.vol"
 jumps = "{name}.jumps"
+candles = "{name}.candles"
 dead_letter = "{name}.dlq"
+{candles}
 [[windows]]
 kind = "count"
 size = 20

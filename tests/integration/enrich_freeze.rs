@@ -41,6 +41,10 @@ fn enrich_rides_out_a_broker_frozen_past_its_transaction_timeout_and_commits_eve
         3,
         &format!("raw = \"{name}.raw\""),
         &brokers,
+        // No candles: a broker frozen for longer than close_idle_after looks, to enrich,
+        // exactly like symbols gone quiet, and their candles would close before the ticks
+        // the freeze held back (see the README's "Candles").
+        "",
     );
     let input = ticks(&symbols, 6_000, 5);
     let (before, during) = input.split_at(3_000);

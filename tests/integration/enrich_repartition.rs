@@ -11,7 +11,7 @@ use rdkafka::producer::FutureRecord;
 use tickstream_enrich::naive::{random_walk as ticks, sample_symbols as symbols};
 use tickstream_model::{EventKind, Symbol};
 
-use crate::enrich::{Deployment, assert_matches_naive, expected};
+use crate::enrich::{CANDLES, Deployment, assert_matches_naive, expected};
 use crate::support::{
     PrivateBroker, Progress, block_on, free_local_address, http_get, kafka_brokers, kill_points,
     metric, produce_ticks, producer, read_committed_consumer, require_kafka, unique_name,
@@ -67,7 +67,7 @@ fn reference_deployment(
         "raw = {{ {} }}\nraw_format = \"reference\"",
         routes.join(", ")
     );
-    Deployment::with_topics(&name, dir, coins, 3, &raw, brokers)
+    Deployment::with_topics(&name, dir, coins, 3, &raw, brokers, CANDLES)
 }
 
 /// `naive::random_walk`, moved to end an hour ago: Kafka timestamps from 2023 would fall to

@@ -47,7 +47,8 @@ impl EnrichMetrics {
                     Opts::new(
                         "enrich_candles_total",
                         "Candles emitted, per interval and what closed them: event time \
-                         passing end + grace, or the symbol going quiet (idle).",
+                         passing end + grace, the symbol going quiet (idle), or the end of a \
+                         bounded input (end_of_input).",
                     ),
                     &["interval", "closed_by"],
                 )
@@ -57,9 +58,10 @@ impl EnrichMetrics {
     }
 
     /// One candle emitted.
-    pub(crate) fn candle_closed(&self, interval: &str, idle: bool) {
-        let closed_by = if idle { "idle" } else { "event_time" };
-        self.candles.with_label_values(&[interval, closed_by]).inc();
+    pub(crate) fn candle_closed(&self, interval: &str, closed_by: crate::processor::ClosedBy) {
+        self.candles
+            .with_label_values(&[interval, closed_by.label()])
+            .inc();
     }
 
     /// The series of one symbol, resolved once so a tick costs a few atomic stores.

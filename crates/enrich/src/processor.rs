@@ -274,7 +274,7 @@ impl Processor for EnrichProcessor {
             };
             Self::emit(&mut self.buffer, ctx, &self.jumps_topic, &event);
         }
-        self.emit_candles(ctx, false);
+        self.emit_candles(ctx, ClosedBy::EventTime);
         self.update_gauges(symbol, tick.price, jump.is_some());
         Ok(())
     }
@@ -293,26 +293,15 @@ impl Processor for EnrichProcessor {
         now_ms: i64,
         ctx: &mut ProcessorContext<'_, SymbolState>,
     ) -> Result<(), StoreError> {
-        let Some(idle) = &mut self.idle else {
-            return Ok(());
-        };
-        let config = &self.enrich.windows;
-        idle.sweep_once(ctx.store(), config)?;
-        for symbol in idle.due(now_ms) {
-            let key = symbol.as_str().as_bytes();
-            let Some(state) = ctx.store().get_mut(key)? else {
-                continue;
-            };
-            let windows = state.live(config, STORE_NAME, key)?;
-            collect_candles(
-                symbol,
-                windows.close_idle(now_ms, idle.resumed_ms()),
-                &mut self.candles,
-            );
-            idle.track(symbol, windows);
-        }
-        self.emit_candles(ctx, true);
-        Ok(())
+        self.close_quiet(now_ms, ctx, ClosedBy::Idle)
+    }
+
+    /// A bounded input (a replay in process) ended: every open candle is final now.
+    fn end_of_input(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, SymbolState>,
+    ) -> Result<(), StoreError> {
+        self.close_quiet(i64::MAX, ctx, ClosedBy::EndOfInput)
     }
 
     fn rolled_back(&mut self) {
@@ -341,14 +330,66 @@ fn collect_candles(symbol: Symbol, closed: ClosedCandles<'_>, out: &mut Vec<Cand
     }));
 }
 
+/// What closed a candle, for `tickstream_enrich_candles_total{closed_by}`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClosedBy {
+    /// The symbol's event time passed `end + grace`.
+    EventTime,
+    /// No tick of the symbol arrived for `close_idle_after`.
+    Idle,
+    /// The (bounded, in-process) input ended.
+    EndOfInput,
+}
+
+impl ClosedBy {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::EventTime => "event_time",
+            Self::Idle => "idle",
+            Self::EndOfInput => "end_of_input",
+        }
+    }
+}
+
 impl EnrichProcessor {
-    /// Emits (and drains) [`Self::candles`]; `idle`: closed because their symbol went quiet.
-    fn emit_candles(&mut self, ctx: &mut ProcessorContext<'_, SymbolState>, idle: bool) {
+    /// Emits (and drains) [`Self::candles`].
+    fn emit_candles(&mut self, ctx: &mut ProcessorContext<'_, SymbolState>, closed_by: ClosedBy) {
         for candle in self.candles.drain(..) {
             Self::emit(&mut self.buffer, ctx, &self.candles_topic, &candle);
             if let Some(metrics) = &self.enrich.metrics {
-                metrics.candle_closed(&candle.interval, idle);
+                metrics.candle_closed(&candle.interval, closed_by);
             }
         }
+    }
+
+    /// Closes and emits the candles of the symbols whose idle deadline has come by `now_ms`
+    /// (`i64::MAX`: every open candle).
+    fn close_quiet(
+        &mut self,
+        now_ms: i64,
+        ctx: &mut ProcessorContext<'_, SymbolState>,
+        closed_by: ClosedBy,
+    ) -> Result<(), StoreError> {
+        let Some(idle) = &mut self.idle else {
+            return Ok(());
+        };
+        let config = &self.enrich.windows;
+        idle.sweep_once(ctx.store(), config)?;
+        // At the end of the input nothing more comes: no idle clock to wait for.
+        let since = match closed_by {
+            ClosedBy::EndOfInput => i64::MIN,
+            _ => idle.resumed_ms(),
+        };
+        for symbol in idle.due(now_ms) {
+            let key = symbol.as_str().as_bytes();
+            let Some(state) = ctx.store().get_mut(key)? else {
+                continue;
+            };
+            let windows = state.live(config, STORE_NAME, key)?;
+            collect_candles(symbol, windows.close_idle(now_ms, since), &mut self.candles);
+            idle.track(symbol, windows);
+        }
+        self.emit_candles(ctx, closed_by);
+        Ok(())
     }
 }

@@ -11,6 +11,10 @@ use mongodb::bson::{Bson, Document, doc};
 use serde::Serialize;
 use tickstream_model::{EventKind, Topology};
 
+#[path = "query_candles.rs"]
+mod candles;
+pub use candles::CandleRow;
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("MongoDB query failed: {0}")]
@@ -20,6 +24,8 @@ pub enum QueryError {
     InvalidUri(#[from] crate::uri::InvalidUri),
     #[error("symbol {symbol} is not in the topology (known: {known}); check the spelling")]
     UnknownSymbol { symbol: String, known: String },
+    #[error("interval {interval} has no candles in the topology (known: {known})")]
+    UnknownInterval { interval: String, known: String },
     #[error("document in {collection} is not what the sink writes: {problem}")]
     BadDocument { collection: String, problem: String },
 }

@@ -177,6 +177,17 @@ pub trait Processor: Send {
         Ok(())
     }
 
+    /// Every input has been read to its end and nothing more will come (in process only: a
+    /// replay's or a bounded run's last record; Kafka's topics never end). Called once, after
+    /// the last record and before the last commit: what a processor holds back for more input
+    /// (an open window, a candle) it may emit now.
+    fn end_of_input(
+        &mut self,
+        _ctx: &mut ProcessorContext<'_, Self::State>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The batch since the last commit was undone: the store is back at its committed state
     /// and the records will be processed again. A processor that keeps anything derived from
     /// the store outside it (an index, a cache) must forget it here.

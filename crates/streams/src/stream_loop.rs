@@ -23,7 +23,9 @@
 //!    ended. [`StreamsTransport::commit`] makes the batch's outputs, state and input positions
 //!    durable together, or undoes it (abort, roll back, rewind: the batch is redone) and
 //!    returns `Ok` while it can ride that out; an `Err` ends the loop without another commit.
-//! 6. **The end.** On a stop request or the end of every input the loop makes a last commit
+//! 6. **The end.** At the end of every input the processors hear of it
+//!    ([`crate::Processor::end_of_input`]: what they held back for more input, they emit now).
+//!    On a stop request or the end of every input the loop makes a last commit
 //!    of what was processed (*drain*, *commit*), unless the transport says a commit cannot get
 //!    through now ([`StreamsTransport::can_commit`]: Kafka during an outage; the work is then
 //!    redone from the last commit). Closing (*close*) is the caller's, also after an error.
@@ -57,6 +59,12 @@ pub(crate) trait StreamsTransport {
 
     /// Fires the wall-clock punctuations due at `now_ms` (epoch milliseconds).
     fn punctuate(&mut self, now_ms: i64) -> Result<(), Self::Error>;
+
+    /// Every input ended (after the poll that said so): the processors' end of input, whose
+    /// outputs the last commit holds. Kafka's topics never end.
+    fn end_of_input(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 
     /// Makes everything processed since the last commit durable, atomically, or undoes it.
     fn commit(&mut self) -> Result<(), Self::Error>;
@@ -147,6 +155,7 @@ impl<'a> StreamLoop<'a> {
         self.uncommitted = self.uncommitted.saturating_add(polled.records);
         transport.punctuate(tickstream_model::clock::now_ms())?;
         if polled.ended {
+            transport.end_of_input()?;
             return Ok(true);
         }
         self.maybe_commit(transport)?;

@@ -108,6 +108,17 @@ impl<P: Processor> StreamTask<P> {
         self.processor.state_key(record, key)
     }
 
+    /// Every input ended: the processor's [`Processor::end_of_input`].
+    pub(crate) fn end_of_input(&mut self, collector: &mut dyn Collector) -> Result<(), StoreError> {
+        let mut ctx = ProcessorContext {
+            task: self.id,
+            store: &mut self.store,
+            collector,
+            timestamp: self.stream_time,
+        };
+        self.processor.end_of_input(&mut ctx)
+    }
+
     /// Fires a wall-clock punctuation if one is due (called between records and when idle).
     pub(crate) fn punctuate_wall_clock(
         &mut self,
@@ -233,6 +244,14 @@ impl<P: Processor> Tasks<P> {
                 .iter()
                 .map(move |(topic, position)| (topic.as_str(), task.id().0, *position))
         })
+    }
+
+    /// Every input ended: each task's [`Processor::end_of_input`].
+    pub(crate) fn end_of_input(&mut self, collector: &mut dyn Collector) -> Result<(), StoreError> {
+        for task in self.tasks.values_mut() {
+            task.end_of_input(collector)?;
+        }
+        Ok(())
     }
 
     /// Fires the wall-clock punctuations that are due.

@@ -83,9 +83,15 @@ fn default_toml_is_the_documented_default() {
         ["count:20", "time:5m"]
     );
     assert_eq!(t.source.kind(), "synthetic");
-    // Everything but the windows and the synthetic source's prices is the built-in default.
+    assert_eq!(
+        t.candles.iter().map(CandleConfig::label).collect::<Vec<_>>(),
+        ["1m"]
+    );
+    // Everything but the windows, candles and the synthetic source's prices is the built-in
+    // default.
     let defaults = Topology {
         windows: t.windows.clone(),
+        candles: t.candles.clone(),
         source: t.source.clone(),
         ..Topology::default()
     };

@@ -253,6 +253,12 @@ impl<P: Processor> StreamsTransport for InMemoryStreams<P> {
             .map_err(Into::into)
     }
 
+    fn end_of_input(&mut self) -> Result<(), MemoryError> {
+        self.tasks
+            .end_of_input(&mut self.pending)
+            .map_err(Into::into)
+    }
+
     fn commit(&mut self) -> Result<(), MemoryError> {
         InMemoryStreams::commit(self)
     }
