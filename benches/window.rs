@@ -45,7 +45,11 @@ struct Feed {
 impl Feed {
     /// A state with `specs`, fed `warm` ticks so that every window is at its working size.
     fn new(specs: impl IntoIterator<Item = WindowSpec>, warm: usize, step_ms: i64) -> Self {
-        let config = Arc::new(Config::new(specs).expect("valid config"));
+        Self::with_config(Config::new(specs).expect("valid config"), warm, step_ms)
+    }
+
+    fn with_config(config: Config, warm: usize, step_ms: i64) -> Self {
+        let config = Arc::new(config);
         let mut feed = Self {
             state: SymbolWindows::new(config),
             prices: random_walk(),
@@ -89,7 +93,7 @@ fn five_minutes() -> WindowSpec {
 
 /// The three windows of the acceptance criteria, each alone and at its working size, and
 /// a plausible enrich configuration with three windows at once.
-fn feeds() -> [(&'static str, Feed); 4] {
+fn feeds() -> [(&'static str, Feed); 5] {
     [
         ("count_20", Feed::new([count(20)], 1_000, 10)),
         ("count_10000", Feed::new([count(10_000)], 20_000, 10)),
@@ -104,6 +108,22 @@ fn feeds() -> [(&'static str, Feed); 4] {
                     five_minutes(),
                 ],
                 60_000,
+                10,
+            ),
+        ),
+        // The default topology's count window with candles of 1 minute and 1 hour (issue 14):
+        // what building candles adds to a tick through the symbol's state.
+        (
+            "count_20+candles_1m_1h",
+            Feed::with_config(
+                Config::new([count(20)])
+                    .expect("valid config")
+                    .with_candles([
+                        CandleSpec::new(60_000, 5_000).expect("valid"),
+                        CandleSpec::new(3_600_000, 5_000).expect("valid"),
+                    ])
+                    .expect("distinct intervals"),
+                1_000,
                 10,
             ),
         ),

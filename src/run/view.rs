@@ -241,6 +241,7 @@ mod tests {
             count: 20,
             min: 66_000.0,
             max: 67_100.0,
+            bounds: None,
         });
         view.on_volatility(&Volatility {
             symbol: btc,
@@ -249,6 +250,7 @@ mod tests {
             stddev: 12.5,
             mean: 66_990.25,
             count: 20,
+            bounds: None,
         });
         for (i, to) in [70_000.0, 71_500.0].into_iter().enumerate() {
             view.on_jump(Jump {

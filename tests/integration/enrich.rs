@@ -25,9 +25,24 @@ use crate::support::{
 };
 
 /// The candles every deployment but the frozen broker's builds: a 10 s interval whose grace
-/// keeps two open, and a minute with none; both close 2 s after their symbol goes quiet, so a
-/// test's last candles arrive soon after its last tick.
+/// keeps two open, and a minute with none. They never close on idle within a test: a restart,
+/// a rebalance or a broker outage holds a task's input back for seconds, and a candle closed
+/// on idle meanwhile would turn the held-back ticks late (the README's "On idle"). What the
+/// tests hold enrich to is then every candle event time closes ([`expected`]).
 pub(crate) const CANDLES: &str = r#"
+[[candles]]
+interval = "10s"
+grace = "1s"
+close_idle_after = "1h"
+[[candles]]
+interval = "1m"
+grace = "0s"
+close_idle_after = "1h"
+"#;
+
+/// [`CANDLES`] closing 2 s after their symbol goes quiet: for a test whose input flows without
+/// a pause, which then also sees the last candles (closed on idle) arrive.
+pub(crate) const IDLE_CANDLES: &str = r#"
 [[candles]]
 interval = "10s"
 grace = "1s"
@@ -37,6 +52,9 @@ interval = "1m"
 grace = "0s"
 close_idle_after = "2s"
 "#;
+
+/// Candles that outlast a test without a tick do not close on idle within it.
+const NEVER_IDLE_IN_A_TEST: Duration = Duration::from_secs(600);
 
 /// One enrich deployment: its topology file and topics.
 pub(crate) struct Deployment {
@@ -50,6 +68,17 @@ impl Deployment {
     /// Unique topics and application id; a count window of 20, a 1-minute time window, 2 %
     /// jumps — the default topology's analytics at test scale — and [`CANDLES`].
     pub(crate) fn new(prefix: &str, dir: &Path, symbols: &[Symbol], partitions: i32) -> Self {
+        Self::with_candles(prefix, dir, symbols, partitions, CANDLES)
+    }
+
+    /// [`Self::new`] with other `[[candles]]`.
+    pub(crate) fn with_candles(
+        prefix: &str,
+        dir: &Path,
+        symbols: &[Symbol],
+        partitions: i32,
+        candles: &str,
+    ) -> Self {
         let name = unique_name(prefix);
         Self::with_topics(
             &name,
@@ -58,7 +87,7 @@ impl Deployment {
             partitions,
             &format!("raw = \"{name}.raw\""),
             &kafka_brokers(),
-            CANDLES,
+            candles,
         )
     }
 
@@ -204,18 +233,31 @@ pub(crate) fn assert_matches_naive(
     }
 }
 
+/// What enrich commits for `ticks`, grouped: with candles that close on idle within the test,
+/// every candle; otherwise those event time closed.
 pub(crate) fn expected(
     topology: &Topology,
     ticks: &[(Symbol, f64, i64)],
 ) -> BTreeMap<(String, Symbol), Vec<Vec<u8>>> {
-    grouped(naive::recompute(topology, ticks))
+    let idle_within_the_test = topology
+        .candles
+        .iter()
+        .all(|c| c.close_idle_after < NEVER_IDLE_IN_A_TEST);
+    grouped(if idle_within_the_test {
+        naive::recompute(topology, ticks)
+    } else {
+        naive::recompute_before_idle(topology, ticks)
+    })
 }
 
 #[test]
 fn every_derived_event_matches_a_naive_recomputation() {
     require_kafka();
     let dir = tempfile::tempdir().expect("tempdir");
-    let deployment = Deployment::new("enrich-naive", dir.path(), &symbols(10), 3);
+    // Its input is there before enrich starts: nothing holds it back, and the last candles
+    // close on idle 2 s after the last tick.
+    let deployment =
+        Deployment::with_candles("enrich-naive", dir.path(), &symbols(10), 3, IDLE_CANDLES);
     let input = ticks(&symbols(10), 100_000, 1);
     produce_ticks(deployment.raw_topic(), &input);
     let want = expected(&deployment.topology, &input);
@@ -306,7 +348,13 @@ fn a_lost_state_dir_is_rebuilt_from_the_changelog() {
     require_kafka();
     let dir = tempfile::tempdir().expect("tempdir");
     let symbols = symbols(5);
-    let input = ticks(&symbols, 30_000, 3);
+    // The second half comes two minutes of event time after the first: the first run closes
+    // its last candles on idle, as the gap closes them in the recomputation.
+    let input: Vec<(Symbol, f64, i64)> = ticks(&symbols, 30_000, 3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (s, p, ts))| (s, p, if i < 15_000 { ts } else { ts + 120_000 }))
+        .collect();
     let deployment = Deployment::new("enrich-loss", dir.path(), &symbols, 2);
     let (first, second) = input.split_at(input.len() / 2);
     let state = dir.path().join("state");
@@ -389,13 +437,28 @@ fn bad_ticks_go_to_the_dead_letter_topic_with_their_reason() {
         ),
         (long.as_bytes(), "oversized"),
     ];
+    // 2 s behind its symbol's newest tick: within the windows' 5 s lateness, beyond both
+    // candle intervals' grace (1 s, 0 s): late for the candles, so counted nowhere.
+    let (late_symbol, _, newest) = valid[..50]
+        .iter()
+        .rev()
+        .find(|(s, _, _)| *s == symbols[0])
+        .copied()
+        .expect("a tick of the first symbol");
+    let late = format!(
+        r#"{{"symbol":"{late_symbol}","price":1.5,"ts":{}}}"#,
+        newest - 2_000
+    );
+    let bad: Vec<(&[u8], &str)> = bad.into_iter().chain([(late.as_bytes(), "late")]).collect();
     produce_ticks(&topic, &valid[..50]);
     block_on(async {
         let producer = producer(&kafka_brokers(), &[]);
         for (value, _) in &bad {
             producer
                 .send(
-                    FutureRecord::to(&topic).key("C00000USDT").payload(*value),
+                    FutureRecord::to(&topic)
+                        .key(symbols[0].as_str())
+                        .payload(*value),
                     Duration::from_secs(30),
                 )
                 .await
@@ -419,6 +482,7 @@ fn bad_ticks_go_to_the_dead_letter_topic_with_their_reason() {
         ("mistyped_field", 2.0),
         ("non_positive_price", 1.0),
         ("oversized", 1.0),
+        ("late", 1.0),
     ] {
         wait_for_metric(
             &mut app,

@@ -24,6 +24,8 @@ use crate::support::{
     unique_name,
 };
 
+#[path = "sink_candles.rs"]
+mod sink_candles;
 #[path = "sink_in_process.rs"]
 mod sink_in_process;
 #[path = "sink_mongod.rs"]
@@ -59,6 +61,7 @@ raw_format = "{format}"
 moving_average = "{app}.ma"
 volatility = "{app}.vol"
 jumps = "{app}.jumps"
+candles = "{app}.candles"
 dead_letter = "{app}.dlq"
 [[windows]]
 kind = "count"
@@ -66,6 +69,10 @@ size = 20
 [[windows]]
 kind = "time"
 span = "5m"
+[[candles]]
+interval = "1m"
+[[candles]]
+interval = "1h"
 [mongodb]
 database = "{app}"
 batch_size = 1000

@@ -79,6 +79,7 @@ batch_interval = "100ms"
                 count: 20,
                 min: 9.0,
                 max: 12.0,
+                bounds: None,
             }
             .encode(),
             ts,
@@ -93,6 +94,7 @@ batch_interval = "100ms"
                 stddev: 0.5,
                 mean: 10.5,
                 count: 20,
+                bounds: None,
             }
             .encode(),
             ts,

@@ -136,6 +136,7 @@ async fn query_outputs_match_direct_reads() {
                     count: 20,
                     min: price * 0.99,
                     max: price * 1.01,
+                    bounds: None,
                 };
                 let volatility = Volatility {
                     symbol: btc,
@@ -144,6 +145,7 @@ async fn query_outputs_match_direct_reads() {
                     stddev: price * 0.001,
                     mean: *price,
                     count: 20,
+                    bounds: None,
                 };
                 records.push((
                     t.topic(EventKind::MovingAverage).to_owned(),

@@ -230,3 +230,22 @@ fn after_a_rollback_the_candles_the_undone_batch_closed_close_again() {
         "closed (and emitted) again in the batch that is redone"
     );
 }
+
+#[test]
+fn after_an_outage_quiet_symbols_wait_a_whole_delay_from_when_the_input_flowed_again() {
+    let topology = topology();
+    let mut processor = Enrich::new(&topology).expect("valid").processor();
+    let mut store = KeyValueStore::in_memory(STORE_NAME);
+    let btc = symbol("C00000USDT");
+    run(&mut processor, &mut store, &[(btc, 10.0, 100)]);
+    let back = tickstream_model::clock::now_ms() + 600_000;
+    processor.input_resumed(back);
+    assert!(
+        punctuate(&mut processor, &mut store, back + 1_499).is_empty(),
+        "the outage held ticks back: 1s + 500 ms from when it ended"
+    );
+    assert_eq!(
+        candles(&punctuate(&mut processor, &mut store, back + 1_500)).len(),
+        1
+    );
+}

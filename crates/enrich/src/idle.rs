@@ -7,7 +7,8 @@
 //!
 //! The idle clock restarts when the task does (`resumed_ms`): an enrich that restarts, or takes
 //! a partition over, after a while waits a whole `close_idle_after` before it closes anything,
-//! so the backlog it reads first still lands in its candles.
+//! so the backlog it reads first still lands in its candles. So it does when a broker outage
+//! ends (the runtime holds wall-clock punctuations back during one).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -77,6 +78,13 @@ impl IdleCandles {
             .collect();
         due.sort_unstable();
         due
+    }
+
+    /// The input flows again at `now_ms` after an outage: no idle clock starts earlier, and
+    /// the deadlines are found again.
+    pub(crate) fn resume_at(&mut self, now_ms: i64) {
+        self.resumed_ms = self.resumed_ms.max(now_ms);
+        self.forget();
     }
 
     /// The batch was undone: the store's candles may differ from what the deadlines say.

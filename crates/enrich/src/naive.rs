@@ -10,13 +10,33 @@ use std::collections::HashMap;
 use tickstream_model::topology::WindowConfig;
 use tickstream_model::{
     Candle, DerivedEvent, EventKind, Jump, MovingAverage, Symbol, Topology, Volatility,
+    WindowBounds,
 };
 
 /// One derived record: topic, key (the symbol) and the encoded event.
 pub type DerivedRecord = (String, Symbol, Vec<u8>);
 
-/// The events enrich must emit for `ticks` (`(symbol, price, event time)`), in order.
+/// The events enrich must emit for `ticks` (`(symbol, price, event time)`), in order, once
+/// every symbol has gone quiet (its last candles closed on idle).
 pub fn recompute(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<DerivedRecord> {
+    recompute_events(topology, ticks, true)
+}
+
+/// [`recompute`] without the candles only an idle close would emit (those still open after
+/// the last tick): what enrich has emitted before its symbols have been quiet for
+/// `close_idle_after`.
+pub fn recompute_before_idle(
+    topology: &Topology,
+    ticks: &[(Symbol, f64, i64)],
+) -> Vec<DerivedRecord> {
+    recompute_events(topology, ticks, false)
+}
+
+fn recompute_events(
+    topology: &Topology,
+    ticks: &[(Symbol, f64, i64)],
+    idle_closes: bool,
+) -> Vec<DerivedRecord> {
     let mut history: HashMap<Symbol, Vec<(i64, f64)>> = HashMap::new();
     let mut out = Vec::new();
     let threshold = topology.jumps.threshold_pct / 100.0;
@@ -25,6 +45,20 @@ pub fn recompute(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<Deriv
         let previous = seen.last().map(|(_, p)| *p);
         seen.push((ts, price));
         for window in &topology.windows {
+            // What the window covers: a time window's span, a count window's oldest and newest.
+            let bounds = match *window {
+                WindowConfig::Count { size, .. } => {
+                    let held = &seen[seen.len().saturating_sub(size as usize)..];
+                    WindowBounds::Count {
+                        first_ts: held[0].0,
+                        last_ts: ts,
+                    }
+                }
+                WindowConfig::Time { span, .. } => WindowBounds::Time {
+                    start: (ts + 1 - span.as_millis() as i64).max(0),
+                    end: ts + 1,
+                },
+            };
             let prices: Vec<f64> = match *window {
                 WindowConfig::Count { size, .. } => seen
                     .iter()
@@ -54,6 +88,7 @@ pub fn recompute(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<Deriv
                 count: prices.len() as u64,
                 min: prices.iter().copied().fold(f64::INFINITY, f64::min),
                 max: prices.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                bounds: Some(bounds),
             };
             out.push(record(topology, &moving_average));
             let volatility = Volatility {
@@ -63,6 +98,7 @@ pub fn recompute(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<Deriv
                 stddev: variance.sqrt(),
                 mean,
                 count: prices.len() as u64,
+                bounds: Some(bounds),
             };
             out.push(record(topology, &volatility));
         }
@@ -81,14 +117,18 @@ pub fn recompute(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<Deriv
             }
         }
     }
-    out.extend(candles(topology, ticks));
+    out.extend(candles(topology, ticks, idle_closes));
     out
 }
 
 /// Every candle of `ticks`, per symbol in the order enrich emits them: as the symbol's event
 /// time passes `end + grace` (intervals in configuration order, oldest first), then — the
-/// symbol having gone quiet — the rest.
-fn candles(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<DerivedRecord> {
+/// symbol having gone quiet, with `idle_closes` — the rest.
+fn candles(
+    topology: &Topology,
+    ticks: &[(Symbol, f64, i64)],
+    idle_closes: bool,
+) -> Vec<DerivedRecord> {
     let mut open: HashMap<(Symbol, usize), Vec<Candle>> = HashMap::new();
     let mut symbols: Vec<Symbol> = Vec::new();
     let mut out = Vec::new();
@@ -130,6 +170,9 @@ fn candles(topology: &Topology, ticks: &[(Symbol, f64, i64)]) -> Vec<DerivedReco
                 out.push(record(topology, &candle));
             }
         }
+    }
+    if !idle_closes {
+        return out;
     }
     for symbol in symbols {
         for i in 0..topology.candles.len() {
@@ -182,8 +225,8 @@ pub fn compare(
                 MovingAverage::decode(&want.2),
             ) {
                 (Ok(g), Ok(w)) => {
-                    (g.symbol, g.ts, &g.window, g.count, g.min, g.max)
-                        == (w.symbol, w.ts, &w.window, w.count, w.min, w.max)
+                    (g.symbol, g.ts, &g.window, g.count, g.min, g.max, g.bounds)
+                        == (w.symbol, w.ts, &w.window, w.count, w.min, w.max, w.bounds)
                         && close(g.mean, w.mean, w.mean)
                 }
                 _ => false,
@@ -191,7 +234,8 @@ pub fn compare(
         } else if got.0 == topology.topic(EventKind::Volatility) {
             match (Volatility::decode(&got.2), Volatility::decode(&want.2)) {
                 (Ok(g), Ok(w)) => {
-                    (g.symbol, g.ts, &g.window, g.count) == (w.symbol, w.ts, &w.window, w.count)
+                    (g.symbol, g.ts, &g.window, g.count, g.bounds)
+                        == (w.symbol, w.ts, &w.window, w.count, w.bounds)
                         && close(g.stddev, w.stddev, w.mean)
                         && close(g.mean, w.mean, w.mean)
                 }

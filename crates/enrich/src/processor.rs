@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tickstream_model::{
     Candle, DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, Symbol,
-    Volatility,
+    Volatility, WindowBounds,
 };
 use tickstream_streams::{
     ProcessError, Processor, ProcessorContext, PunctuationType, Record, Rejection, StoreError,
 };
-use tickstream_window::{ClosedCandles, Stats, SymbolWindows, Tick};
+use tickstream_window::{Bounds, ClosedCandles, Stats, SymbolWindows, Tick};
 
 use crate::budget::HeldSymbols;
 use crate::idle::IdleCandles;
@@ -33,7 +33,7 @@ pub struct EnrichProcessor {
     /// Window labels, in configuration order.
     labels: Box<[String]>,
     /// This tick's statistics per window (`None`: not ready), reused across ticks.
-    readings: Vec<Option<Stats>>,
+    readings: Vec<Option<(Stats, Option<WindowBounds>)>>,
     /// Encoding buffer, reused across events.
     buffer: Vec<u8>,
     gauges: HashMap<Symbol, SymbolGauges>,
@@ -150,8 +150,8 @@ impl EnrichProcessor {
             metrics.for_symbol(symbol.as_str(), &labels)
         });
         gauges.last_price.set(price);
-        for (i, stats) in self.readings.iter().enumerate() {
-            if let Some(stats) = stats {
+        for (i, reading) in self.readings.iter().enumerate() {
+            if let Some((stats, _)) = reading {
                 gauges.moving_average[i].set(stats.mean);
                 gauges.volatility[i].set(stats.std_dev);
             }
@@ -227,16 +227,21 @@ impl Processor for EnrichProcessor {
             .update_at(Tick::new(ts, tick.price).with_qty(tick.qty), arrived_ms)
             .map_err(|rejection| Rejection::new(rejection.code(), rejection.to_string()))?;
         self.readings.clear();
-        self.readings
-            .extend(update.readings().map(|reading| reading.stats));
+        self.readings.extend(update.readings().map(|reading| {
+            reading
+                .stats
+                .map(|stats| (stats, reading.bounds.map(window_bounds)))
+        }));
         let jump = update.jump();
         collect_candles(symbol, update.candles(), &mut self.candles);
         if let Some(idle) = &mut self.idle {
             idle.track(symbol, windows);
         }
 
-        for (i, stats) in self.readings.iter().enumerate() {
-            let Some(stats) = stats else { continue };
+        for (i, reading) in self.readings.iter().enumerate() {
+            let Some((stats, bounds)) = *reading else {
+                continue;
+            };
             let window = &self.labels[i];
             let moving_average = MovingAverage {
                 symbol,
@@ -246,6 +251,7 @@ impl Processor for EnrichProcessor {
                 count: stats.count as u64,
                 min: stats.min,
                 max: stats.max,
+                bounds,
             };
             Self::emit(
                 &mut self.buffer,
@@ -260,6 +266,7 @@ impl Processor for EnrichProcessor {
                 stddev: stats.std_dev,
                 mean: stats.mean,
                 count: stats.count as u64,
+                bounds,
             };
             Self::emit(&mut self.buffer, ctx, &self.volatility_topic, &volatility);
         }
@@ -304,10 +311,29 @@ impl Processor for EnrichProcessor {
         self.close_quiet(i64::MAX, ctx, ClosedBy::EndOfInput)
     }
 
+    /// Candles wait a whole `close_idle_after` from here: the outage held ticks back.
+    fn input_resumed(&mut self, now_ms: i64) {
+        if let Some(idle) = &mut self.idle {
+            idle.resume_at(now_ms);
+        }
+    }
+
     fn rolled_back(&mut self) {
         if let Some(idle) = &mut self.idle {
             idle.forget();
         }
+    }
+}
+
+/// A window's bounds as events carry them. Event times are never negative, so neither is
+/// the start of a time window's span (it is cut at the epoch).
+pub(crate) fn window_bounds(bounds: Bounds) -> WindowBounds {
+    match bounds {
+        Bounds::Time { start, end } => WindowBounds::Time {
+            start: start.max(0),
+            end,
+        },
+        Bounds::Count { first_ts, last_ts } => WindowBounds::Count { first_ts, last_ts },
     }
 }
 

@@ -183,6 +183,8 @@ struct StreamEvent {
     s: String,
     /// Trade price.
     p: Option<String>,
+    /// Trade quantity (base asset).
+    q: Option<String>,
     /// Trade time, epoch ms.
     #[serde(rename = "T")]
     trade_time: Option<i64>,
@@ -208,9 +210,21 @@ pub fn parse_stream_frame(text: &str, received_ms: i64) -> Result<RawTick, Strin
     ) {
         (Some("trade"), Some(p), Some(time), _, _) => {
             let price = parse_price(&p).ok_or_else(|| format!("trade price {p:?}"))?;
-            Ok(RawTick::new(symbol, price)
+            let tick = RawTick::new(symbol, price)
                 .with_ts(time)
-                .with_source(WS_TRADE_SOURCE))
+                .with_source(WS_TRADE_SOURCE);
+            // The quantity makes candles' volume and VWAP; a trade without one is still a price.
+            match event.q {
+                None => Ok(tick),
+                Some(q) => {
+                    let qty = q
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|q| q.is_finite() && *q >= 0.0)
+                        .ok_or_else(|| format!("trade quantity {q:?}"))?;
+                    Ok(tick.with_qty(qty))
+                }
+            }
         }
         (None, _, _, Some(bid), Some(ask)) => {
             let bid = parse_price(&bid).ok_or_else(|| format!("bid {bid:?}"))?;
@@ -307,13 +321,17 @@ mod tests {
     }
 
     #[test]
-    fn trade_frames_carry_the_trade_time() {
+    fn trade_frames_carry_the_trade_time_and_quantity() {
         let frame = r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1732390000125,"s":"BTCUSDT","t":12345,"p":"67234.50","q":"0.01","T":1732390000123,"m":true,"M":true}}"#;
         let tick = parse_stream_frame(frame, 5).expect("a trade");
         assert_eq!(tick.symbol.as_str(), "BTCUSDT");
         assert_eq!(tick.price, 67234.5);
         assert_eq!(tick.ts, Some(1_732_390_000_123));
+        assert_eq!(tick.qty, Some(0.01));
         assert_eq!(tick.source.as_deref(), Some(WS_TRADE_SOURCE));
+        let bad = frame.replace(r#""q":"0.01""#, r#""q":"-1""#);
+        let error = parse_stream_frame(&bad, 5).expect_err("a negative quantity");
+        assert!(error.contains("quantity"), "{error}");
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub const MAX_DERIVED_BYTES: usize = 4096;
 /// | `count` | integer >= 1 | number of prices in the window |
 /// | `min` | number | lowest price in the window |
 /// | `max` | number | highest price in the window |
+/// | `start`, `end` | integer | time windows: the event-time span `[start, end)` covered ([`WindowBounds`]) |
+/// | `first_ts`, `last_ts` | integer | count windows: event times of the oldest and newest tick held |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MovingAverage {
     /// Trading pair.
@@ -110,6 +112,32 @@ pub struct MovingAverage {
     pub min: f64,
     /// Highest price in the window.
     pub max: f64,
+    /// What the window covers in event time, when known.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<WindowBounds>,
+}
+
+/// The event times a windowed event covers: written as `start`/`end` for a time window,
+/// `first_ts`/`last_ts` for a count window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WindowBounds {
+    /// A time window's span `[start, end)`: `end` one past the symbol's newest event time,
+    /// `end - start` the window's span.
+    Time {
+        /// Epoch ms, inclusive.
+        start: i64,
+        /// Epoch ms, exclusive.
+        end: i64,
+    },
+    /// A count window's oldest and newest tick (arrival order; with late ticks not
+    /// necessarily its earliest and latest event time).
+    Count {
+        /// Event time of the oldest tick held.
+        first_ts: i64,
+        /// Event time of the newest tick held.
+        last_ts: i64,
+    },
 }
 
 /// The volatility of a symbol's prices over one window: the **population** standard
@@ -123,6 +151,7 @@ pub struct MovingAverage {
 /// | `stddev` | number >= 0 | population standard deviation of the window's prices |
 /// | `mean` | number | arithmetic mean of the window's prices |
 /// | `count` | integer >= 1 | number of prices in the window |
+/// | `start`, `end` / `first_ts`, `last_ts` | integer | as for [`MovingAverage`] |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Volatility {
     /// Trading pair.
@@ -137,6 +166,9 @@ pub struct Volatility {
     pub mean: f64,
     /// Number of prices in the window.
     pub count: u64,
+    /// What the window covers in event time, when known.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<WindowBounds>,
 }
 
 /// A price jump: consecutive ticks of a symbol whose relative change
@@ -206,6 +238,43 @@ pub(crate) fn price(raw: Option<&str>, field: &'static str) -> Result<f64, Inval
     Ok(v)
 }
 
+/// The optional bounds fields `[start, end, first_ts, last_ts]`: both of a pair or neither,
+/// and not both pairs; a time span must not be empty.
+fn bounds(raw: [Option<&str>; 4]) -> Result<Option<WindowBounds>, InvalidRecord> {
+    let time = |raw: Option<&str>, field: &'static str| {
+        json::optional(raw)
+            .map(|v| json::non_negative_i64(v, field, TS))
+            .transpose()
+    };
+    let [start, end, first, last] = [
+        time(raw[0], "start")?,
+        time(raw[1], "end")?,
+        time(raw[2], "first_ts")?,
+        time(raw[3], "last_ts")?,
+    ];
+    let invalid = |field, expected: &'static str| {
+        Err(InvalidRecord::InvalidValue {
+            field,
+            expected,
+            found: format!("{start:?}..{end:?}, {first:?}..{last:?}"),
+        })
+    };
+    match (start, end, first, last) {
+        (None, None, None, None) => Ok(None),
+        (Some(start), Some(end), None, None) if end > start => {
+            Ok(Some(WindowBounds::Time { start, end }))
+        }
+        (Some(_), Some(_), None, None) => invalid("end", "after start"),
+        (None, None, Some(first_ts), Some(last_ts)) => {
+            Ok(Some(WindowBounds::Count { first_ts, last_ts }))
+        }
+        _ => invalid(
+            "start",
+            "start and end (a time window) or first_ts and last_ts (a count window), or neither",
+        ),
+    }
+}
+
 pub(crate) fn too_big(bytes: &[u8]) -> Result<(), InvalidRecord> {
     if bytes.len() > MAX_DERIVED_BYTES {
         return Err(InvalidRecord::Oversized {
@@ -238,13 +307,18 @@ impl DerivedEvent for MovingAverage {
             .int("count", self.count)
             .f64("min", self.min)
             .f64("max", self.max)
+            .bounds(self.bounds)
             .end();
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidRecord> {
         too_big(bytes)?;
-        const FIELDS: [&str; 7] = ["symbol", "ts", "window", "mean", "count", "min", "max"];
-        let [sym, t, w, mean, n, min, max] = json::read_object(bytes, &FIELDS)?;
+        const FIELDS: [&str; 11] = [
+            "symbol", "ts", "window", "mean", "count", "min", "max", "start", "end", "first_ts",
+            "last_ts",
+        ];
+        let [sym, t, w, mean, n, min, max, start, end, first, last] =
+            json::read_object(bytes, &FIELDS)?;
         Ok(Self {
             symbol: symbol(sym)?,
             ts: ts(t)?,
@@ -253,6 +327,7 @@ impl DerivedEvent for MovingAverage {
             count: count(n)?,
             min: finite(min, "min")?,
             max: finite(max, "max")?,
+            bounds: bounds([start, end, first, last])?,
         })
     }
 }
@@ -278,13 +353,18 @@ impl DerivedEvent for Volatility {
             .f64("stddev", self.stddev)
             .f64("mean", self.mean)
             .int("count", self.count)
+            .bounds(self.bounds)
             .end();
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidRecord> {
         too_big(bytes)?;
-        const FIELDS: [&str; 6] = ["symbol", "ts", "window", "stddev", "mean", "count"];
-        let [sym, t, w, stddev, mean, n] = json::read_object(bytes, &FIELDS)?;
+        const FIELDS: [&str; 10] = [
+            "symbol", "ts", "window", "stddev", "mean", "count", "start", "end", "first_ts",
+            "last_ts",
+        ];
+        let [sym, t, w, stddev, mean, n, start, end, first, last] =
+            json::read_object(bytes, &FIELDS)?;
         let event = Self {
             symbol: symbol(sym)?,
             ts: ts(t)?,
@@ -292,6 +372,7 @@ impl DerivedEvent for Volatility {
             stddev: finite(stddev, "stddev")?,
             mean: finite(mean, "mean")?,
             count: count(n)?,
+            bounds: bounds([start, end, first, last])?,
         };
         if event.stddev < 0.0 {
             return Err(InvalidRecord::InvalidValue {

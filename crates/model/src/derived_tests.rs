@@ -13,6 +13,10 @@ fn moving_average() -> MovingAverage {
         count: 20,
         min: 67_100.0,
         max: 67_400.25,
+        bounds: Some(WindowBounds::Count {
+            first_ts: 1_732_389_981_003,
+            last_ts: 1_732_390_000_123,
+        }),
     }
 }
 
@@ -24,6 +28,10 @@ fn volatility() -> Volatility {
         stddev: 1.234_567_890_123_4,
         mean: 3_120.25,
         count: 57,
+        bounds: Some(WindowBounds::Time {
+            start: 1_732_389_700_457,
+            end: 1_732_390_000_457,
+        }),
     }
 }
 
@@ -46,11 +54,11 @@ fn text(bytes: &[u8]) -> String {
 fn encodings_are_stable() {
     assert_eq!(
         text(&moving_average().encode()),
-        r#"{"symbol":"BTCUSDT","ts":1732390000123,"window":"count:20","mean":67234.5125,"count":20,"min":67100.0,"max":67400.25}"#
+        r#"{"symbol":"BTCUSDT","ts":1732390000123,"window":"count:20","mean":67234.5125,"count":20,"min":67100.0,"max":67400.25,"first_ts":1732389981003,"last_ts":1732390000123}"#
     );
     assert_eq!(
         text(&volatility().encode()),
-        r#"{"symbol":"ETHUSDT","ts":1732390000456,"window":"time:5m","stddev":1.2345678901234,"mean":3120.25,"count":57}"#
+        r#"{"symbol":"ETHUSDT","ts":1732390000456,"window":"time:5m","stddev":1.2345678901234,"mean":3120.25,"count":57,"start":1732389700457,"end":1732390000457}"#
     );
     assert_eq!(
         text(&jump().encode()),
@@ -68,6 +76,19 @@ fn round_trips_and_matches_serde() {
     check(moving_average());
     check(volatility());
     check(jump());
+    // Events written before windows carried their bounds still decode, without them.
+    check(MovingAverage {
+        bounds: None,
+        ..moving_average()
+    });
+    let half = br#"{"mean":1,"count":1,"stddev":0,"window":"w","ts":0,"symbol":"A","start":5}"#;
+    assert!(
+        matches!(
+            Volatility::decode(half),
+            Err(InvalidRecord::InvalidValue { field: "start", .. })
+        ),
+        "a bound without its pair"
+    );
     assert_eq!(
         Volatility::decode(
             br#"{"mean":1,"count":1,"stddev":0,"window":"w","ts":0,"symbol":"A","x":[1]}"#

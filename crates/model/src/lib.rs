@@ -74,7 +74,9 @@ pub mod tick;
 pub mod topology;
 
 pub use candle::Candle;
-pub use derived::{DerivedEvent, EventKind, Jump, MAX_DERIVED_BYTES, MovingAverage, Volatility};
+pub use derived::{
+    DerivedEvent, EventKind, Jump, MAX_DERIVED_BYTES, MovingAverage, Volatility, WindowBounds,
+};
 pub use invalid::{InvalidRecord, JsonType};
 pub use symbol::{Symbol, SymbolError};
 pub use tick::{DecodeOptions, RawTick, RecordFormat};

@@ -73,9 +73,9 @@ proptest! {
         threshold in 1e-9..=100.0f64,
     ) {
         let window = format!("count:{size}");
-        let ma = MovingAverage { symbol, ts, window: window.clone(), mean, count, min, max };
+        let ma = MovingAverage { symbol, ts, window: window.clone(), mean, count, min, max, bounds: None };
         prop_assert_eq!(MovingAverage::decode(&ma.encode()), Ok(ma));
-        let vol = Volatility { symbol, ts, window, stddev: stddev.abs(), mean, count };
+        let vol = Volatility { symbol, ts, window, stddev: stddev.abs(), mean, count, bounds: None };
         prop_assert_eq!(Volatility::decode(&vol.encode()), Ok(vol));
         let jump = Jump { symbol, ts, from, to, change_pct: change, threshold_pct: threshold };
         prop_assert_eq!(Jump::decode(&jump.encode()), Ok(jump));

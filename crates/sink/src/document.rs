@@ -30,7 +30,8 @@
 //! Raw price: `{_id, symbol, price, ts, source?}` — the reference consumer's `symbol` and
 //! `price` (always a double, even for a JSON integer price), plus the event time `ts` as a BSON
 //! date and the `source` when the record names one. Derived events: their fields, `ts` a BSON
-//! date, counts as 64-bit integers. Candles: their fields, `start`, `end`, `first_ts` and
+//! date, counts as 64-bit integers, a window's bounds (`start`/`end`, `first_ts`/`last_ts`) as
+//! BSON dates when the event carries them. Candles: their fields, `start`, `end`, `first_ts` and
 //! `last_ts` BSON dates, `volume` and `vwap` null without quantities; their collection is a
 //! time-series collection (time field `start`, meta field `symbol`), which enforces no unique
 //! `_id`, so the writer looks the batch's candles up before inserting them
@@ -41,7 +42,7 @@ use std::collections::HashMap;
 use mongodb::bson::{Bson, DateTime, Document, RawBson, RawDocumentBuf, doc, rawdoc};
 use tickstream_model::{
     Candle, DecodeOptions, DerivedEvent, EventKind, InvalidRecord, Jump, MovingAverage, RawTick,
-    Topology, Volatility,
+    Topology, Volatility, WindowBounds,
 };
 use tickstream_streams::Record;
 
@@ -134,34 +135,32 @@ impl DocumentMapper {
             Content::RawPrices => self.raw_price(record, value),
             Content::Derived(EventKind::MovingAverage) => {
                 let event = MovingAverage::decode(value)?;
-                Ok(self.derived(
-                    EventKind::MovingAverage,
-                    rawdoc! {
-                        "_id": format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
-                        "symbol": event.symbol.as_str(),
-                        "ts": DateTime::from_millis(event.ts),
-                        "window": event.window.as_str(),
-                        "mean": event.mean,
-                        "count": count(event.count),
-                        "min": event.min,
-                        "max": event.max,
-                    },
-                ))
+                let mut document = rawdoc! {
+                    "_id": format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
+                    "symbol": event.symbol.as_str(),
+                    "ts": DateTime::from_millis(event.ts),
+                    "window": event.window.as_str(),
+                    "mean": event.mean,
+                    "count": count(event.count),
+                    "min": event.min,
+                    "max": event.max,
+                };
+                append_bounds(&mut document, event.bounds);
+                Ok(self.derived(EventKind::MovingAverage, document))
             }
             Content::Derived(EventKind::Volatility) => {
                 let event = Volatility::decode(value)?;
-                Ok(self.derived(
-                    EventKind::Volatility,
-                    rawdoc! {
-                        "_id": format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
-                        "symbol": event.symbol.as_str(),
-                        "ts": DateTime::from_millis(event.ts),
-                        "window": event.window.as_str(),
-                        "stddev": event.stddev,
-                        "mean": event.mean,
-                        "count": count(event.count),
-                    },
-                ))
+                let mut document = rawdoc! {
+                    "_id": format!("{}|{}|{}", event.symbol.as_str(), event.window, event.ts),
+                    "symbol": event.symbol.as_str(),
+                    "ts": DateTime::from_millis(event.ts),
+                    "window": event.window.as_str(),
+                    "stddev": event.stddev,
+                    "mean": event.mean,
+                    "count": count(event.count),
+                };
+                append_bounds(&mut document, event.bounds);
+                Ok(self.derived(EventKind::Volatility, document))
             }
             Content::Derived(EventKind::Jump) => {
                 let event = Jump::decode(value)?;
@@ -223,6 +222,20 @@ impl DocumentMapper {
             document,
         }
     }
+}
+
+/// A window's bounds as BSON dates: `start`/`end` (time windows) or `first_ts`/`last_ts`
+/// (count windows); nothing for an event without them.
+fn append_bounds(document: &mut RawDocumentBuf, bounds: Option<WindowBounds>) {
+    let (a, b, from, to) = match bounds {
+        None => return,
+        Some(WindowBounds::Time { start, end }) => ("start", "end", start, end),
+        Some(WindowBounds::Count { first_ts, last_ts }) => {
+            ("first_ts", "last_ts", first_ts, last_ts)
+        }
+    };
+    document.append(a, DateTime::from_millis(from));
+    document.append(b, DateTime::from_millis(to));
 }
 
 /// The stored candle: `_id` `symbol|interval|start` (start in epoch ms).

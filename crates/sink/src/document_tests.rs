@@ -1,5 +1,7 @@
 use mongodb::bson::{Bson, DateTime, doc};
-use tickstream_model::{DerivedEvent, Jump, MovingAverage, Symbol, Topology, Volatility};
+use tickstream_model::{
+    DerivedEvent, Jump, MovingAverage, Symbol, Topology, Volatility, WindowBounds,
+};
 use tickstream_streams::Record;
 
 use super::*;
@@ -288,6 +290,10 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
         count: 20,
         min: 9.0,
         max: 12.0,
+        bounds: Some(WindowBounds::Count {
+            first_ts: 1_699_999_990_500,
+            last_ts: 1_700_000_000_000,
+        }),
     };
     let encoded = average.encode();
     let mapped = mapper
@@ -305,6 +311,8 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
             "count": 20_i64,
             "min": 9.0,
             "max": 12.0,
+            "first_ts": DateTime::from_millis(1_699_999_990_500),
+            "last_ts": DateTime::from_millis(1_700_000_000_000),
         }
     );
 
@@ -315,6 +323,7 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
         stddev: 0.25,
         mean: 10.0,
         count: 3,
+        bounds: Some(WindowBounds::Time { start: 0, end: 8 }),
     };
     let encoded = volatility.encode();
     let mapped = mapper

@@ -188,6 +188,12 @@ pub trait Processor: Send {
         Ok(())
     }
 
+    /// The input was unreachable (a broker outage: wall-clock punctuations were held back
+    /// meanwhile) and flows again at wall clock `now_ms`. A timer that measures how long the
+    /// input has been quiet should count from here: what the outage held back is still to
+    /// come.
+    fn input_resumed(&mut self, _now_ms: i64) {}
+
     /// The batch since the last commit was undone: the store is back at its committed state
     /// and the records will be processed again. A processor that keeps anything derived from
     /// the store outside it (an index, a cache) must forget it here.

@@ -246,6 +246,13 @@ impl<P: Processor> Tasks<P> {
         })
     }
 
+    /// The input flows again after an outage: each task's [`Processor::input_resumed`].
+    pub(crate) fn input_resumed(&mut self, now_ms: i64) {
+        for task in self.tasks.values_mut() {
+            task.processor.input_resumed(now_ms);
+        }
+    }
+
     /// Every input ended: each task's [`Processor::end_of_input`].
     pub(crate) fn end_of_input(&mut self, collector: &mut dyn Collector) -> Result<(), StoreError> {
         for task in self.tasks.values_mut() {

@@ -11,7 +11,8 @@
 
 use crate::count::CountWindow;
 use crate::snapshot::{
-    Reader, SnapshotError, put_candles, put_header, put_moments, put_time_entries, put_varint,
+    Reader, SnapshotError, put_candles, put_count_ticks, put_header, put_moments, put_time_entries,
+    put_varint,
 };
 use crate::spec::WindowKind;
 use crate::symbol::{Last, SymbolWindows, Window};
@@ -19,8 +20,10 @@ use crate::tick::Rejection;
 use crate::time::{Entry, TimeWindow};
 
 const MAGIC: [u8; 2] = *b"TD";
-/// The change format this build writes and reads.
-pub const CHANGES_VERSION: u8 = 1;
+/// The change format this build writes: 2, count-window ticks with their event times.
+pub const CHANGES_VERSION: u8 = 2;
+/// The change formats this build reads (1: count-window prices without event times).
+const SUPPORTED_CHANGES_VERSIONS: &[u8] = &[1, 2];
 
 impl SymbolWindows {
     /// Appends what changed since the last [`Self::mark_committed`] (or restore) to `out`
@@ -41,9 +44,7 @@ impl SymbolWindows {
                     put_moments(out, &w.moments);
                     let new = (w.pushed as usize).min(w.len());
                     put_varint(out, new as u64);
-                    for p in w.prices().skip(w.len() - new) {
-                        out.extend_from_slice(&p.to_le_bytes());
-                    }
+                    put_count_ticks(out, last.newest_ts, w.ticks().skip(w.len() - new));
                 }
                 Window::Time(w) => {
                     if w.reordered {
@@ -84,7 +85,11 @@ impl SymbolWindows {
     /// leave the state as it was.
     pub fn apply_changes(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let mut r = Reader { bytes, pos: 0 };
-        r.header(MAGIC, &[CHANGES_VERSION], self.config().fingerprint())?;
+        let version = r.header(
+            MAGIC,
+            SUPPORTED_CHANGES_VERSIONS,
+            self.config().fingerprint(),
+        )?;
         let newest_ts = r.u64()? as i64;
         if self.last.is_some_and(|l| newest_ts < l.newest_ts) {
             return Err(r.corrupt("newest_ts", r.pos - 8, "older than the state's"));
@@ -99,7 +104,7 @@ impl SymbolWindows {
             let moments = r.moments()?;
             let window = match (spec.kind(), old) {
                 (WindowKind::Count { .. }, Window::Count(old)) => {
-                    Window::Count(count_changes(&mut r, old, moments)?)
+                    Window::Count(count_changes(&mut r, version, newest_ts, old, moments)?)
                 }
                 (WindowKind::Time { .. }, Window::Time(old)) => {
                     Window::Time(Box::new(time_changes(&mut r, old, newest_ts, moments)?))
@@ -120,6 +125,8 @@ impl SymbolWindows {
 /// `old` with the change record's newest prices pushed in (evicting the oldest) and `moments`.
 fn count_changes(
     r: &mut Reader<'_>,
+    version: u8,
+    newest_ts: i64,
     old: &CountWindow,
     moments: crate::moments::Moments,
 ) -> Result<CountWindow, SnapshotError> {
@@ -132,11 +139,12 @@ fn count_changes(
     let mut window = CountWindow::new(old.size());
     // The newest `size` of the old prices followed by the new ones.
     let keep = old.len().min(old.size() as usize - new as usize);
-    for p in old.prices().skip(old.len() - keep) {
-        window.restore_price(p);
+    for (ts, p) in old.ticks().skip(old.len() - keep) {
+        window.restore_tick(ts, p);
     }
     for _ in 0..new {
-        window.restore_price(r.price()?);
+        let (ts, p) = r.count_tick(version, newest_ts)?;
+        window.restore_tick(ts, p);
     }
     window.moments = moments;
     Ok(window)

@@ -20,14 +20,21 @@ use crate::moments::{Moments, Stats};
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     price: f64,
+    /// The tick's event time; [`UNKNOWN_TS`] for a price restored from a state written before
+    /// count windows kept event times.
+    ts: i64,
     /// Min of this slot and every later slot, as of the end of the previous lap.
     suf_min: f64,
     /// Max of this slot and every later slot, as of the end of the previous lap.
     suf_max: f64,
 }
 
+/// The event time of a slot restored from a version-1 snapshot or change record.
+pub(crate) const UNKNOWN_TS: i64 = i64::MIN;
+
 const EMPTY: Slot = Slot {
     price: 0.0,
+    ts: UNKNOWN_TS,
     suf_min: f64::INFINITY,
     suf_max: f64::NEG_INFINITY,
 };
@@ -80,10 +87,10 @@ impl CountWindow {
         }
     }
 
-    /// Restoring a snapshot: appends a price (oldest first, at most `size` of them) without
+    /// Restoring a snapshot: appends a tick (oldest first, at most `size` of them) without
     /// touching the moments, which are then set from the snapshot.
-    pub(crate) fn restore_price(&mut self, x: f64) {
-        self.insert(x);
+    pub(crate) fn restore_tick(&mut self, ts: i64, x: f64) {
+        self.insert(ts, x);
     }
 
     #[inline(always)]
@@ -103,6 +110,35 @@ impl CountWindow {
         older.iter().chain(newer).map(|s| s.price)
     }
 
+    /// `(event time, price)` of every tick, oldest first (event time [`UNKNOWN_TS`] if not
+    /// known).
+    pub(crate) fn ticks(&self) -> impl Iterator<Item = (i64, f64)> + Clone + '_ {
+        let split = if self.is_full() {
+            self.next as usize
+        } else {
+            0
+        };
+        let (newer, older) = self.slots.split_at(split);
+        older.iter().chain(newer).map(|s| (s.ts, s.price))
+    }
+
+    /// Event times of the oldest and the newest tick (arrival order), once both are known.
+    #[inline]
+    pub(crate) fn first_last_ts(&self) -> Option<(i64, i64)> {
+        let len = self.slots.len();
+        if len == 0 {
+            return None;
+        }
+        let (oldest, newest) = if self.is_full() {
+            let next = self.next as usize;
+            (next, if next == 0 { len - 1 } else { next - 1 })
+        } else {
+            (0, len - 1)
+        };
+        let (first, last) = (self.slots[oldest].ts, self.slots[newest].ts);
+        (first != UNKNOWN_TS && last != UNKNOWN_TS).then_some((first, last))
+    }
+
     /// The window's size N.
     pub(crate) fn size(&self) -> u32 {
         self.size
@@ -116,16 +152,17 @@ impl CountWindow {
     /// Writes `x` into the ring, evicting the oldest tick if full; returns the evicted price.
     /// Does not touch the moments.
     #[inline(always)]
-    fn insert(&mut self, x: f64) -> Option<f64> {
+    fn insert(&mut self, ts: i64, x: f64) -> Option<f64> {
         let cap = self.size;
         let i = self.next;
         let evicted = if self.is_full() {
             let slot = &mut self.slots[i as usize];
             let old = slot.price;
             slot.price = x;
+            slot.ts = ts;
             Some(old)
         } else {
-            self.append(x);
+            self.append(ts, x);
             None
         };
         self.lap_min = lesser(self.lap_min, x);
@@ -140,13 +177,17 @@ impl CountWindow {
     /// First lap: `x` goes into a new slot at the end (`next == slots.len()`). The
     /// buffer doubles when full, never beyond the window's size.
     #[inline]
-    fn append(&mut self, x: f64) {
+    fn append(&mut self, ts: i64, x: f64) {
         if self.slots.len() == self.slots.capacity() {
             let have = self.slots.len() as u32;
             let more = have.max(INITIAL_SLOTS).min(self.size - have);
             self.slots.reserve_exact(more as usize);
         }
-        self.slots.push(Slot { price: x, ..EMPTY });
+        self.slots.push(Slot {
+            price: x,
+            ts,
+            ..EMPTY
+        });
         self.inv_len = 1.0 / self.slots.len() as f64;
     }
 
@@ -176,14 +217,14 @@ impl CountWindow {
         )
     }
 
-    /// Folds in an accepted price.
+    /// Folds in an accepted tick.
     #[inline]
-    pub(crate) fn push(&mut self, x: f64) {
+    pub(crate) fn push(&mut self, ts: i64, x: f64) {
         let mut moments = self.moments;
         if self.slots.is_empty() {
             moments.restart_at(x);
         }
-        if let Some(old) = self.insert(x) {
+        if let Some(old) = self.insert(ts, x) {
             moments.remove(old);
         }
         moments.add(x);
@@ -231,19 +272,21 @@ mod tests {
         for size in 1..7u32 {
             let mut w = CountWindow::new(size);
             for (i, &p) in prices.iter().enumerate() {
-                w.push(p);
+                w.push(i as i64 * 10, p);
                 let lo = (i + 1).saturating_sub(size as usize);
                 let expect = naive(&prices[lo..=i]);
                 let s = w.stats().expect("non-empty");
                 assert_eq!((s.min, s.max), expect, "size {size} after {i}");
                 assert_eq!(s.count, i + 1 - lo);
+                assert_eq!(w.first_last_ts(), Some((lo as i64 * 10, i as i64 * 10)));
                 let window: Vec<f64> = w.prices().collect();
                 assert_eq!(window, prices[lo..=i]);
                 // A window restored from its contents reports the same extremes.
                 let mut r = CountWindow::new(size);
-                window.iter().for_each(|&p| r.restore_price(p));
+                w.ticks().for_each(|(ts, p)| r.restore_tick(ts, p));
                 r.moments = w.moments;
                 assert_eq!(r.stats(), w.stats());
+                assert_eq!(r.first_last_ts(), w.first_last_ts());
             }
         }
     }
@@ -252,25 +295,26 @@ mod tests {
     fn empty_window_has_no_stats() {
         assert_eq!(CountWindow::new(3).stats(), None);
         assert_eq!(CountWindow::new(3).prices().count(), 0);
+        assert_eq!(CountWindow::new(3).first_last_ts(), None);
     }
 
     #[test]
     fn memory_is_one_buffer() {
         let mut w = CountWindow::new(20);
-        assert_eq!(w.heap_bytes(), 20 * 24);
-        (0..100).for_each(|i| w.push(f64::from(i)));
-        assert_eq!(w.heap_bytes(), 20 * 24);
+        assert_eq!(w.heap_bytes(), 20 * 32);
+        (0..100).for_each(|i| w.push(i64::from(i), f64::from(i)));
+        assert_eq!(w.heap_bytes(), 20 * 32);
     }
 
     #[test]
     fn a_large_window_grows_with_its_ticks_up_to_its_size() {
         let size = 1_000_000;
         let mut w = CountWindow::new(size);
-        assert_eq!(w.heap_bytes(), 64 * 24);
-        (0..1_000).for_each(|i| w.push(f64::from(i)));
-        assert!(w.heap_bytes() <= 2 * 1_000 * 24, "{}", w.heap_bytes());
-        (0..2 * size).for_each(|i| w.push(f64::from(i % 1_000)));
-        assert_eq!(w.heap_bytes(), size as usize * 24);
+        assert_eq!(w.heap_bytes(), 64 * 32);
+        (0..1_000).for_each(|i| w.push(i64::from(i), f64::from(i)));
+        assert!(w.heap_bytes() <= 2 * 1_000 * 32, "{}", w.heap_bytes());
+        (0..2 * size).for_each(|i| w.push(i64::from(i), f64::from(i % 1_000)));
+        assert_eq!(w.heap_bytes(), size as usize * 32);
         let s = w.stats().expect("full");
         assert_eq!((s.count, s.min, s.max), (size as usize, 0.0, 999.0));
     }
@@ -283,7 +327,7 @@ mod tests {
             .map(|i| f64::from((i * 7919) % 1009))
             .collect();
         for (i, &p) in prices.iter().enumerate() {
-            w.push(p);
+            w.push(i as i64, p);
             let lo = (i + 1).saturating_sub(size as usize);
             let s = w.stats().expect("non-empty");
             assert_eq!((s.min, s.max), naive(&prices[lo..=i]), "after {i}");

@@ -194,5 +194,5 @@ pub use jump::Jump;
 pub use moments::Stats;
 pub use snapshot::{SNAPSHOT_VERSION, SUPPORTED_SNAPSHOT_VERSIONS, SnapshotError};
 pub use spec::{Config, ConfigError, JumpSpec, WindowKind, WindowSpec};
-pub use symbol::{ClosedCandles, Readings, SymbolWindows, Update, WindowReading};
+pub use symbol::{Bounds, ClosedCandles, Readings, SymbolWindows, Update, WindowReading};
 pub use tick::{MAX_PRICE, MIN_PRICE, Rejection, Tick};

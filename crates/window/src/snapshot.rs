@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::candle::CandleSeries;
-use crate::count::CountWindow;
+use crate::count::{CountWindow, UNKNOWN_TS};
 use crate::moments::Moments;
 use crate::spec::{Config, WindowKind};
 use crate::symbol::{Last, SymbolWindows, Window};
@@ -16,10 +16,10 @@ use crate::tick::Rejection;
 use crate::time::{Entry, TimeWindow};
 
 const MAGIC: [u8; 2] = *b"TW";
-/// The version this build writes.
-pub const SNAPSHOT_VERSION: u8 = 1;
-/// The versions this build reads.
-pub const SUPPORTED_SNAPSHOT_VERSIONS: &[u8] = &[1];
+/// The version this build writes: 2, count windows with their ticks' event times.
+pub const SNAPSHOT_VERSION: u8 = 2;
+/// The versions this build reads (1: count windows without event times).
+pub const SUPPORTED_SNAPSHOT_VERSIONS: &[u8] = &[1, 2];
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -101,10 +101,8 @@ impl SymbolWindows {
                 Window::Count(w) => {
                     put_moments(out, &w.moments);
                     put_varint(out, w.len() as u64);
-                    out.reserve(w.len() * 8);
-                    for p in w.prices() {
-                        out.extend_from_slice(&p.to_le_bytes());
-                    }
+                    out.reserve(w.len() * 10);
+                    put_count_ticks(out, last.newest_ts, w.ticks());
                 }
                 Window::Time(w) => {
                     put_moments(out, &w.moments);
@@ -122,7 +120,7 @@ impl SymbolWindows {
     /// stopped.
     pub fn restore(config: Arc<Config>, bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut r = Reader { bytes, pos: 0 };
-        r.header(MAGIC, SUPPORTED_SNAPSHOT_VERSIONS, config.fingerprint())?;
+        let version = r.header(MAGIC, SUPPORTED_SNAPSHOT_VERSIONS, config.fingerprint())?;
         let at = r.pos;
         let state = match r.u8()? {
             0 => None,
@@ -157,7 +155,8 @@ impl SymbolWindows {
                     r.need(len as usize * 8)?;
                     let mut window = CountWindow::new(size);
                     for _ in 0..len {
-                        window.restore_price(r.price()?);
+                        let (ts, price) = r.count_tick(version, newest_ts)?;
+                        window.restore_tick(ts, price);
                     }
                     window.moments = moments;
                     Window::Count(window)
@@ -219,6 +218,24 @@ pub(crate) fn put_candles(out: &mut Vec<u8>, candles: &[CandleSeries]) {
         c.snapshot_into(&mut series);
         put_varint(out, series.len() as u64);
         out.extend_from_slice(&series);
+    }
+}
+
+/// Count-window ticks (version 2): per tick `varint(newest_ts - ts + 1)` (0: event time not
+/// known, a tick restored from version 1) and the price.
+pub(crate) fn put_count_ticks(
+    out: &mut Vec<u8>,
+    newest_ts: i64,
+    ticks: impl Iterator<Item = (i64, f64)>,
+) {
+    for (ts, price) in ticks {
+        let behind = i128::from(newest_ts) - i128::from(ts) + 1;
+        let code = match ts {
+            UNKNOWN_TS => 0,
+            _ => u64::try_from(behind).unwrap_or(0),
+        };
+        put_varint(out, code);
+        out.extend_from_slice(&price.to_le_bytes());
     }
 }
 
@@ -348,7 +365,7 @@ impl Reader<'_> {
         magic: [u8; 2],
         supported: &'static [u8],
         fingerprint: u64,
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<u8, SnapshotError> {
         let found = [self.u8()?, self.u8()?];
         if found != magic {
             return Err(SnapshotError::BadMagic { found });
@@ -367,7 +384,7 @@ impl Reader<'_> {
                 current: fingerprint,
             });
         }
-        Ok(())
+        Ok(version)
     }
 
     /// Reads `count` entries written by [`put_time_entries`] onto `entries`. Each must lie in
@@ -406,6 +423,26 @@ impl Reader<'_> {
             prev = ts;
         }
         Ok(())
+    }
+
+    /// One count-window tick: its event time (version 2; [`UNKNOWN_TS`] in version 1 or
+    /// when the writer did not know it) and price.
+    pub(crate) fn count_tick(
+        &mut self,
+        version: u8,
+        newest_ts: i64,
+    ) -> Result<(i64, f64), SnapshotError> {
+        let ts = if version >= 2 {
+            let at = self.pos;
+            match self.varint()? {
+                0 => UNKNOWN_TS,
+                code => i64::try_from(i128::from(newest_ts) - i128::from(code) + 1)
+                    .map_err(|_| self.corrupt("count window event time", at, "out of range"))?,
+            }
+        } else {
+            UNKNOWN_TS
+        };
+        Ok((ts, self.price()?))
     }
 
     /// The candle series [`put_candles`] wrote, one per interval of `config`.

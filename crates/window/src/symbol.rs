@@ -30,7 +30,7 @@ impl Window {
     #[inline(always)]
     fn push(&mut self, ts: i64, price: f64, newest_ts: i64) {
         match self {
-            Self::Count(w) => w.push(price),
+            Self::Count(w) => w.push(ts, price),
             Self::Time(w) => w.push(ts, price, newest_ts),
         }
     }
@@ -48,6 +48,23 @@ impl Window {
         match self {
             Self::Count(w) => w.stats(),
             Self::Time(w) => w.stats(),
+        }
+    }
+
+    /// What the window's ticks span in event time, given the symbol's newest event time.
+    #[inline(always)]
+    fn bounds(&self, newest_ts: Option<i64>) -> Option<Bounds> {
+        match self {
+            Self::Count(w) => w
+                .first_last_ts()
+                .map(|(first_ts, last_ts)| Bounds::Count { first_ts, last_ts }),
+            Self::Time(w) => newest_ts.map(|newest| {
+                let end = newest.saturating_add(1);
+                Bounds::Time {
+                    start: end.saturating_sub(w.span_ms()),
+                    end,
+                }
+            }),
         }
     }
 
@@ -262,6 +279,7 @@ impl SymbolWindows {
         Readings {
             specs: self.config.windows().iter(),
             windows: self.windows.iter(),
+            newest_ts: self.newest_ts(),
         }
     }
 
@@ -323,7 +341,7 @@ impl<'a> Update<'a> {
     pub fn reading(&self, index: usize) -> Option<WindowReading<'a>> {
         let spec = self.state.config.windows().get(index)?;
         let window = self.state.windows.get(index)?;
-        Some(WindowReading::new(spec, window))
+        Some(WindowReading::new(spec, window, self.state.newest_ts()))
     }
 
     /// The candles this tick closed: oldest first per interval, intervals in configuration
@@ -370,18 +388,48 @@ pub struct WindowReading<'a> {
     pub count: usize,
     /// Statistics, once the window holds at least `spec.min_count()` ticks.
     pub stats: Option<Stats>,
+    /// The event times the window covers, when known ([`Bounds`]).
+    pub bounds: Option<Bounds>,
+}
+
+/// The event times a window's statistics cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// A time window: the span `[start, end)` of event time it holds ticks of, `end` one past
+    /// the symbol's newest event time and `end - start` the window's span.
+    Time {
+        /// Epoch ms, inclusive.
+        start: i64,
+        /// Epoch ms, exclusive.
+        end: i64,
+    },
+    /// A count window: the event times of its oldest and newest tick in arrival order (with
+    /// late ticks, not necessarily its earliest and latest). Unknown (`None` bounds) while the
+    /// window still holds ticks restored from a state written before count windows kept event
+    /// times.
+    Count {
+        /// Event time of the oldest tick held.
+        first_ts: i64,
+        /// Event time of the newest tick held.
+        last_ts: i64,
+    },
 }
 
 impl<'a> WindowReading<'a> {
     #[inline(always)]
-    fn new(spec: &'a WindowSpec, window: &Window) -> Self {
+    fn new(spec: &'a WindowSpec, window: &Window, newest_ts: Option<i64>) -> Self {
         let count = window.len();
         let stats = if count >= spec.min_count() as usize {
             window.stats()
         } else {
             None
         };
-        Self { spec, count, stats }
+        Self {
+            spec,
+            count,
+            stats,
+            bounds: window.bounds(newest_ts),
+        }
     }
 
     /// The window's stable label (`"count:20"`, `"time:5m"`).
@@ -395,6 +443,7 @@ impl<'a> WindowReading<'a> {
 pub struct Readings<'a> {
     specs: std::slice::Iter<'a, WindowSpec>,
     windows: std::slice::Iter<'a, Window>,
+    newest_ts: Option<i64>,
 }
 
 impl<'a> Iterator for Readings<'a> {
@@ -402,7 +451,11 @@ impl<'a> Iterator for Readings<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        Some(WindowReading::new(self.specs.next()?, self.windows.next()?))
+        Some(WindowReading::new(
+            self.specs.next()?,
+            self.windows.next()?,
+            self.newest_ts,
+        ))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -76,7 +76,8 @@ fn memory_per_symbol_for_n_20() {
     // The state itself was boxed here, so the allocator saw all of it.
     assert_eq!(heap, reported, "memory_bytes matches the allocator");
     eprintln!("count:20 -> {reported} bytes per symbol");
-    assert!(reported <= 700, "{reported} bytes");
+    // 32 bytes a slot since count windows keep their ticks' event times (issue 14).
+    assert!(reported <= 900, "{reported} bytes");
 }
 
 /// A count window's ring grows with the ticks it holds: configuring the largest window costs
@@ -90,12 +91,12 @@ fn a_large_count_window_costs_only_the_ticks_it_holds() {
     assert!(reported < 4_096, "{reported} bytes for 10 ticks");
     let (heap, reported) = measured(&cfg, 100_000, 10);
     assert_eq!(heap, reported);
-    // Doubling: at most twice the slots held, 24 bytes each.
-    assert!(reported < 2 * 100_000 * 24 + 1_024, "{reported} bytes");
+    // Doubling: at most twice the slots held, 32 bytes each.
+    assert!(reported < 2 * 100_000 * 32 + 1_024, "{reported} bytes");
     let cfg = config([WindowSpec::count(1_000).expect("valid")]);
     let (_, full) = measured(&cfg, 5_000, 10);
     assert!(
-        full < 1_000 * 24 + 1_024,
+        full < 1_000 * 32 + 1_024,
         "{full} bytes for a full count:1000"
     );
 }

@@ -42,8 +42,9 @@ fn full_state_round_trips_and_is_compact() {
     let s = fed(&cfg, 1_000);
     let bytes = s.snapshot();
     // 12 header + 16 (newest ts, last price) + count:20 (56 moments, 1-2 bytes of removal
-    // count, 1 byte of length, 160 bytes of prices).
-    assert!((246..=247).contains(&bytes.len()), "{}", bytes.len());
+    // count, 1 byte of length, 160 bytes of prices, and their event times as varints behind
+    // the newest: 1 byte for the newest, 2 for the 19 ticks 10 to 190 ms behind it).
+    assert!((285..=286).contains(&bytes.len()), "{}", bytes.len());
     let r = SymbolWindows::restore(Arc::clone(&cfg), &bytes).expect("valid");
     assert_eq!(r.snapshot(), bytes);
     assert_eq!(
@@ -61,10 +62,10 @@ fn time_windows_encode_event_times_as_small_deltas() {
     let s = fed(&cfg, 1_000);
     let bytes = s.snapshot();
     // The minute holds 240 ticks 250 ms apart: 2-byte deltas + 8-byte prices, after the
-    // count window (<= 247 bytes with the header) and the time window's moments and length.
+    // count window (<= 286 bytes with the header) and the time window's moments and length.
     // The first delta (newest - oldest, ~60 s) takes one byte more.
     assert!(
-        bytes.len() <= 247 + 58 + 2 + 1 + 240 * 10,
+        bytes.len() <= 286 + 58 + 2 + 1 + 240 * 10,
         "{}",
         bytes.len()
     );
@@ -80,12 +81,12 @@ fn unknown_version_is_named() {
         err,
         SnapshotError::UnknownVersion {
             found: 9,
-            supported: &[1]
+            supported: &[1, 2]
         }
     );
     assert_eq!(
         err.to_string(),
-        "unknown snapshot version 9; this build reads version(s) [1]"
+        "unknown snapshot version 9; this build reads version(s) [1, 2]"
     );
 }
 
@@ -183,10 +184,44 @@ fn corrupt_fields_are_named() {
     );
     // count:20 length byte sits after 56 bytes of moments and a 1-byte removal count.
     assert_eq!(field(corrupt(28 + 57, &[21])), "count window length");
-    assert_eq!(field(corrupt(28 + 58, &0.0f64.to_le_bytes())), "price");
-    let err = corrupt(28 + 58, &f64::NAN.to_le_bytes());
+    // The oldest tick's event time (4,751 ms behind the newest) takes 2 bytes before its price.
+    assert_eq!(field(corrupt(28 + 58 + 2, &0.0f64.to_le_bytes())), "price");
+    let err = corrupt(28 + 58 + 2, &f64::NAN.to_le_bytes());
     assert_eq!(
         err.to_string(),
-        "corrupt snapshot: price at offset 86: not a valid price"
+        "corrupt snapshot: price at offset 88: not a valid price"
     );
+}
+
+/// A state written by a build before count windows kept event times (format version 1) still
+/// restores: the same statistics, and count-window bounds unknown until its ticks are all ones
+/// that arrived since.
+#[test]
+fn a_version_1_snapshot_restores_with_count_bounds_unknown_until_the_window_turns_over() {
+    let cfg = Arc::new(Config::default());
+    let s = fed(&cfg, 100);
+    let v2 = s.snapshot();
+    // Version 1 wrote each count-window price without the event-time varint before it.
+    let mut v1 = v2[..28 + 57 + 1].to_vec();
+    v1[2] = 1;
+    let mut at = 28 + 57 + 1;
+    for _ in 0..20 {
+        while v2[at] & 0x80 != 0 {
+            at += 1;
+        }
+        at += 1;
+        v1.extend_from_slice(&v2[at..at + 8]);
+        at += 8;
+    }
+    assert_eq!(at, v2.len(), "one count window of 20");
+    let mut r = SymbolWindows::restore(Arc::clone(&cfg), &v1).expect("version 1");
+    let stats = |s: &SymbolWindows| s.readings().next().and_then(|r| r.stats);
+    assert_eq!(stats(&r), stats(&s));
+    assert_eq!(r.readings().next().and_then(|r| r.bounds), None);
+    for i in 100..120 {
+        let tick = Tick::new(1_700_000_000_000 + 250 * i, 30_000.0);
+        r.update(tick).expect("valid");
+        let bounds = r.readings().next().and_then(|r| r.bounds);
+        assert_eq!(bounds.is_some(), i == 119, "after tick {i}: {bounds:?}");
+    }
 }

@@ -111,6 +111,10 @@ async fn ws_reads_trades_answers_pings_and_reconnects_after_a_drop() {
         ],
         "trade time is the event time; nothing invented across the gap"
     );
+    assert!(
+        ticks.iter().all(|t| t.qty == Some(0.5)),
+        "each trade's quantity (q) rides along, for candles' volume and VWAP"
+    );
     assert_eq!(
         pong.lock().expect("not poisoned").as_deref(),
         Some(&b"are-you-there"[..])

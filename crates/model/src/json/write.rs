@@ -69,6 +69,18 @@ impl<'a> ObjectWriter<'a> {
         }
     }
 
+    /// A window's bounds, when known: `start`/`end` or `first_ts`/`last_ts`.
+    pub(crate) fn bounds(&mut self, bounds: Option<crate::derived::WindowBounds>) -> &mut Self {
+        use crate::derived::WindowBounds;
+        match bounds {
+            None => self,
+            Some(WindowBounds::Time { start, end }) => self.int("start", start).int("end", end),
+            Some(WindowBounds::Count { first_ts, last_ts }) => {
+                self.int("first_ts", first_ts).int("last_ts", last_ts)
+            }
+        }
+    }
+
     pub(crate) fn int(&mut self, key: &str, value: impl fmt::Display) -> &mut Self {
         self.key(key);
         push_fmt(self.out, format_args!("{value}"));

@@ -84,7 +84,10 @@ fn default_toml_is_the_documented_default() {
     );
     assert_eq!(t.source.kind(), "synthetic");
     assert_eq!(
-        t.candles.iter().map(CandleConfig::label).collect::<Vec<_>>(),
+        t.candles
+            .iter()
+            .map(CandleConfig::label)
+            .collect::<Vec<_>>(),
         ["1m"]
     );
     // Everything but the windows, candles and the synthetic source's prices is the built-in

@@ -207,6 +207,11 @@ impl<P: Processor> TaskManager<P> {
         self.tasks.punctuate_wall_clock(now_ms, collector)
     }
 
+    /// An outage ended: every task's [`Processor::input_resumed`].
+    pub(crate) fn input_resumed(&mut self, now_ms: i64) {
+        self.tasks.input_resumed(now_ms);
+    }
+
     pub(crate) fn prepare_commit(&mut self) -> StagedChanges {
         self.tasks.prepare_commit()
     }

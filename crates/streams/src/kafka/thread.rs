@@ -79,6 +79,8 @@ pub(crate) struct StreamThread<P: Processor> {
     pub(super) purge: Option<RepartitionPurge>,
     /// An error raised inside a rebalance callback, for the loop to return.
     pub(super) rebalance_error: Option<StreamsError>,
+    /// Wall-clock punctuations were held back by an outage: the tasks hear it has ended.
+    pub(super) punctuations_paused: bool,
 }
 
 impl<P: Processor> StreamThread<P> {
@@ -103,6 +105,7 @@ impl<P: Processor> StreamThread<P> {
             consumed: HashMap::new(),
             records_taken: 0,
             outage: Outage::new(config.give_up_after),
+            punctuations_paused: false,
             purge,
             rebalance_error: None,
             config,
@@ -123,7 +126,18 @@ impl<P: Processor> StreamThread<P> {
         self.records_taken
     }
 
+    /// Fires the tasks' due wall-clock punctuations — not during an outage: the input's
+    /// silence then says nothing about the data (a timer measuring a quiet input would fire
+    /// on the broker's silence). When it ends, the tasks hear that their input flows again
+    /// ([`Processor::input_resumed`]) before their next punctuation.
     pub(crate) fn punctuate_wall_clock(&mut self, now_ms: i64) -> Result<(), StreamsError> {
+        if self.outage.is_on() {
+            self.punctuations_paused = true;
+            return Ok(());
+        }
+        if std::mem::take(&mut self.punctuations_paused) {
+            self.tasks.input_resumed(now_ms);
+        }
         self.tasks
             .punctuate_wall_clock(now_ms, &mut self.collector)
             .map_err(Into::into)

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tickstream_window::{Config, Jump, SymbolWindows, Tick, WindowKind};
+use tickstream_window::{Bounds, Config, Jump, SymbolWindows, Tick, WindowKind};
 
 /// Relative error the spec allows (1e-9); observed errors are ~1e-15.
 pub const TOLERANCE: f64 = 1e-9;
@@ -174,6 +174,8 @@ pub struct ModelUpdate {
     pub jump: Option<Jump>,
     /// Per window: its prices (window order is irrelevant to the statistics) and min count.
     pub windows: Vec<(Vec<f64>, usize)>,
+    /// Per window: the event times it covers.
+    pub bounds: Vec<Option<Bounds>>,
 }
 
 /// A deliberately naive `SymbolWindows`: keeps every accepted tick and recomputes each window
@@ -248,7 +250,30 @@ impl Model {
                 (prices, spec.min_count() as usize)
             })
             .collect();
-        Ok(ModelUpdate { jump, windows })
+        let bounds = self
+            .config
+            .windows()
+            .iter()
+            .map(|spec| match spec.kind() {
+                WindowKind::Count { size } => {
+                    let from = self.accepted.len().saturating_sub(size as usize);
+                    let held = &self.accepted[from..];
+                    Some(Bounds::Count {
+                        first_ts: held.first()?.ts,
+                        last_ts: held.last()?.ts,
+                    })
+                }
+                WindowKind::Time { span_ms } => Some(Bounds::Time {
+                    start: newest.saturating_add(1).saturating_sub(span_ms),
+                    end: newest.saturating_add(1),
+                }),
+            })
+            .collect();
+        Ok(ModelUpdate {
+            jump,
+            windows,
+            bounds,
+        })
     }
 }
 
@@ -265,6 +290,14 @@ pub fn compare(state: &mut SymbolWindows, model: &mut Model, tick: Tick, errors:
                 "{tick:?}"
             );
             assert_eq!(update.readings().len(), expect.windows.len());
+            for (reading, bounds) in update.readings().zip(&expect.bounds) {
+                assert_eq!(
+                    reading.bounds,
+                    *bounds,
+                    "{} after {tick:?}",
+                    reading.label()
+                );
+            }
             for (reading, (prices, min_count)) in update.readings().zip(&expect.windows) {
                 assert_eq!(
                     reading.count,
@@ -311,6 +344,14 @@ pub fn outcome_bits(state: &mut SymbolWindows, tick: Tick) -> Result<Vec<u64>, &
     let mut bits: Vec<u64> = update.jump().map(jump_bits).into_iter().flatten().collect();
     for r in update.readings() {
         bits.push(r.count as u64);
+        bits.push(match r.bounds {
+            Some(Bounds::Count { first_ts, last_ts })
+            | Some(Bounds::Time {
+                start: first_ts,
+                end: last_ts,
+            }) => (first_ts ^ last_ts.rotate_left(17)) as u64,
+            None => u64::MAX,
+        });
         if let Some(s) = r.stats {
             bits.extend([s.mean, s.variance, s.std_dev, s.min, s.max].map(f64::to_bits));
         }
