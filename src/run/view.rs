@@ -241,6 +241,7 @@ mod tests {
             count: 20,
             min: 66_000.0,
             max: 67_100.0,
+            vwap: None,
             bounds: None,
         });
         view.on_volatility(&Volatility {

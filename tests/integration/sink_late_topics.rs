@@ -79,6 +79,7 @@ batch_interval = "100ms"
                 count: 20,
                 min: 9.0,
                 max: 12.0,
+                vwap: None,
                 bounds: None,
             }
             .encode(),

@@ -136,6 +136,7 @@ async fn query_outputs_match_direct_reads() {
                     count: 20,
                     min: price * 0.99,
                     max: price * 1.01,
+                    vwap: None,
                     bounds: None,
                 };
                 let volatility = Volatility {

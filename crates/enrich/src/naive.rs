@@ -88,6 +88,8 @@ fn recompute_events(
                 count: prices.len() as u64,
                 min: prices.iter().copied().fold(f64::INFINITY, f64::min),
                 max: prices.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                // The naive ticks carry no quantity.
+                vwap: None,
                 bounds: Some(bounds),
             };
             out.push(record(topology, &moving_average));
@@ -225,9 +227,11 @@ pub fn compare(
                 MovingAverage::decode(&want.2),
             ) {
                 (Ok(g), Ok(w)) => {
-                    (g.symbol, g.ts, &g.window, g.count, g.min, g.max, g.bounds)
-                        == (w.symbol, w.ts, &w.window, w.count, w.min, w.max, w.bounds)
-                        && close(g.mean, w.mean, w.mean)
+                    (
+                        g.symbol, g.ts, &g.window, g.count, g.min, g.max, g.bounds, g.vwap,
+                    ) == (
+                        w.symbol, w.ts, &w.window, w.count, w.min, w.max, w.bounds, w.vwap,
+                    ) && close(g.mean, w.mean, w.mean)
                 }
                 _ => false,
             }

@@ -33,7 +33,7 @@ pub struct EnrichProcessor {
     /// Window labels, in configuration order.
     labels: Box<[String]>,
     /// This tick's statistics per window (`None`: not ready), reused across ticks.
-    readings: Vec<Option<(Stats, Option<WindowBounds>)>>,
+    readings: Vec<Option<Reading>>,
     /// Encoding buffer, reused across events.
     buffer: Vec<u8>,
     gauges: HashMap<Symbol, SymbolGauges>,
@@ -151,7 +151,7 @@ impl EnrichProcessor {
         });
         gauges.last_price.set(price);
         for (i, reading) in self.readings.iter().enumerate() {
-            if let Some((stats, _)) = reading {
+            if let Some(Reading { stats, .. }) = reading {
                 gauges.moving_average[i].set(stats.mean);
                 gauges.volatility[i].set(stats.std_dev);
             }
@@ -228,9 +228,11 @@ impl Processor for EnrichProcessor {
             .map_err(|rejection| Rejection::new(rejection.code(), rejection.to_string()))?;
         self.readings.clear();
         self.readings.extend(update.readings().map(|reading| {
-            reading
-                .stats
-                .map(|stats| (stats, reading.bounds.map(window_bounds)))
+            reading.stats.map(|stats| Reading {
+                stats,
+                bounds: reading.bounds.map(window_bounds),
+                vwap: reading.vwap,
+            })
         }));
         let jump = update.jump();
         collect_candles(symbol, update.candles(), &mut self.candles);
@@ -239,7 +241,12 @@ impl Processor for EnrichProcessor {
         }
 
         for (i, reading) in self.readings.iter().enumerate() {
-            let Some((stats, bounds)) = *reading else {
+            let Some(Reading {
+                stats,
+                bounds,
+                vwap,
+            }) = *reading
+            else {
                 continue;
             };
             let window = &self.labels[i];
@@ -251,6 +258,7 @@ impl Processor for EnrichProcessor {
                 count: stats.count as u64,
                 min: stats.min,
                 max: stats.max,
+                vwap,
                 bounds,
             };
             Self::emit(
@@ -323,6 +331,15 @@ impl Processor for EnrichProcessor {
             idle.forget();
         }
     }
+}
+
+/// One window's reading after a tick, copied out of the state (so the events can be
+/// emitted while the store is borrowed).
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    stats: Stats,
+    bounds: Option<WindowBounds>,
+    vwap: Option<f64>,
 }
 
 /// A window's bounds as events carry them. Event times are never negative, so neither is

@@ -1,4 +1,6 @@
-use tickstream_model::{DerivedEvent, Jump, RawTick, RecordFormat, Symbol, Topology};
+use tickstream_model::{
+    DerivedEvent, Jump, MovingAverage, RawTick, RecordFormat, Symbol, Topology,
+};
 use tickstream_streams::{
     KeyValueStore, ProcessError, Processor, ProcessorContext, Record, StoreError, TaskId,
 };
@@ -288,4 +290,59 @@ fn new_symbols_beyond_max_symbols_are_refused_with_symbol_limit() {
     drop(processor);
     let mut next = enrich.processor();
     feed(&mut next, "X3USDT").expect("the closed task's symbols were given back");
+}
+
+/// Ticks with a traded quantity: every moving average carries the VWAP of its window's
+/// ticks, as recomputed from them; without quantities, null.
+#[test]
+fn moving_averages_carry_the_vwap_of_their_window_when_ticks_carry_quantities() {
+    let topology = Topology::from_str(TOPOLOGY).expect("valid topology");
+    let mut processor = Enrich::new(&topology).expect("valid").processor();
+    let mut store = KeyValueStore::in_memory(STORE_NAME);
+    let btc = symbol("C00000USDT");
+    let ticks: Vec<(f64, i64, f64)> = (0..40)
+        .map(|i| {
+            (
+                100.0 + f64::from(i % 9),
+                1_000 + i64::from(i) * 700,
+                0.5 + f64::from(i % 4),
+            )
+        })
+        .collect();
+    let mut emitted = Vec::new();
+    for (offset, (price, ts, qty)) in ticks.iter().enumerate() {
+        let value = RawTick::new(btc, *price)
+            .with_ts(*ts)
+            .with_qty(*qty)
+            .encode(RecordFormat::Full);
+        let mut ctx = ProcessorContext::new(TaskId(0), &mut store, &mut emitted);
+        processor
+            .process(&record(offset as i64, &value, None), &mut ctx)
+            .expect("accepted");
+    }
+    let averages: Vec<MovingAverage> = emitted
+        .iter()
+        .filter(|(topic, _, _)| topic == "analytics.moving_average")
+        .map(|(_, _, v)| MovingAverage::decode(v).expect("decodes"))
+        .collect();
+    assert!(averages.len() > 60);
+    for ma in averages {
+        let upto = ticks.iter().take_while(|(_, ts, _)| *ts <= ma.ts).count();
+        let held: Vec<&(f64, i64, f64)> = match ma.window.as_str() {
+            "count:5" => ticks[upto - 5..upto].iter().collect(),
+            _ => ticks[..upto]
+                .iter()
+                .filter(|(_, ts, _)| *ts > ma.ts - 10_000)
+                .collect(),
+        };
+        let volume: f64 = held.iter().map(|(_, _, q)| q).sum();
+        let want = held.iter().map(|(p, _, q)| p * q).sum::<f64>() / volume;
+        let got = ma.vwap.expect("a vwap");
+        assert!(
+            (got - want).abs() <= 1e-12 * want,
+            "{} at {}: {got} vs {want}",
+            ma.window,
+            ma.ts
+        );
+    }
 }

@@ -94,6 +94,7 @@ pub const MAX_DERIVED_BYTES: usize = 4096;
 /// | `count` | integer >= 1 | number of prices in the window |
 /// | `min` | number | lowest price in the window |
 /// | `max` | number | highest price in the window |
+/// | `vwap` | number or null | Σ price·qty / Σ qty over the window's ticks that carry a quantity; null when none does |
 /// | `start`, `end` | integer | time windows: the event-time span `[start, end)` covered ([`WindowBounds`]) |
 /// | `first_ts`, `last_ts` | integer | count windows: event times of the oldest and newest tick held |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +113,8 @@ pub struct MovingAverage {
     pub min: f64,
     /// Highest price in the window.
     pub max: f64,
+    /// Volume-weighted average price of the window's ticks that carry a quantity.
+    pub vwap: Option<f64>,
     /// What the window covers in event time, when known.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub bounds: Option<WindowBounds>,
@@ -307,17 +310,18 @@ impl DerivedEvent for MovingAverage {
             .int("count", self.count)
             .f64("min", self.min)
             .f64("max", self.max)
+            .opt_f64("vwap", self.vwap)
             .bounds(self.bounds)
             .end();
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidRecord> {
         too_big(bytes)?;
-        const FIELDS: [&str; 11] = [
-            "symbol", "ts", "window", "mean", "count", "min", "max", "start", "end", "first_ts",
-            "last_ts",
+        const FIELDS: [&str; 12] = [
+            "symbol", "ts", "window", "mean", "count", "min", "max", "vwap", "start", "end",
+            "first_ts", "last_ts",
         ];
-        let [sym, t, w, mean, n, min, max, start, end, first, last] =
+        let [sym, t, w, mean, n, min, max, vwap, start, end, first, last] =
             json::read_object(bytes, &FIELDS)?;
         Ok(Self {
             symbol: symbol(sym)?,
@@ -327,6 +331,9 @@ impl DerivedEvent for MovingAverage {
             count: count(n)?,
             min: finite(min, "min")?,
             max: finite(max, "max")?,
+            vwap: json::optional(vwap)
+                .map(|v| price(Some(v), "vwap"))
+                .transpose()?,
             bounds: bounds([start, end, first, last])?,
         })
     }

@@ -13,6 +13,7 @@ fn moving_average() -> MovingAverage {
         count: 20,
         min: 67_100.0,
         max: 67_400.25,
+        vwap: Some(67_250.5),
         bounds: Some(WindowBounds::Count {
             first_ts: 1_732_389_981_003,
             last_ts: 1_732_390_000_123,
@@ -54,7 +55,7 @@ fn text(bytes: &[u8]) -> String {
 fn encodings_are_stable() {
     assert_eq!(
         text(&moving_average().encode()),
-        r#"{"symbol":"BTCUSDT","ts":1732390000123,"window":"count:20","mean":67234.5125,"count":20,"min":67100.0,"max":67400.25,"first_ts":1732389981003,"last_ts":1732390000123}"#
+        r#"{"symbol":"BTCUSDT","ts":1732390000123,"window":"count:20","mean":67234.5125,"count":20,"min":67100.0,"max":67400.25,"vwap":67250.5,"first_ts":1732389981003,"last_ts":1732390000123}"#
     );
     assert_eq!(
         text(&volatility().encode()),
@@ -79,8 +80,20 @@ fn round_trips_and_matches_serde() {
     // Events written before windows carried their bounds still decode, without them.
     check(MovingAverage {
         bounds: None,
+        vwap: None,
         ..moving_average()
     });
+    assert!(
+        String::from_utf8_lossy(
+            &MovingAverage {
+                vwap: None,
+                ..moving_average()
+            }
+            .encode()
+        )
+        .contains(r#""vwap":null"#),
+        "null without quantities"
+    );
     let half = br#"{"mean":1,"count":1,"stddev":0,"window":"w","ts":0,"symbol":"A","start":5}"#;
     assert!(
         matches!(

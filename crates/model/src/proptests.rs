@@ -73,7 +73,7 @@ proptest! {
         threshold in 1e-9..=100.0f64,
     ) {
         let window = format!("count:{size}");
-        let ma = MovingAverage { symbol, ts, window: window.clone(), mean, count, min, max, bounds: None };
+        let ma = MovingAverage { symbol, ts, window: window.clone(), mean, count, min, max, vwap: None, bounds: None };
         prop_assert_eq!(MovingAverage::decode(&ma.encode()), Ok(ma));
         let vol = Volatility { symbol, ts, window, stddev: stddev.abs(), mean, count, bounds: None };
         prop_assert_eq!(Volatility::decode(&vol.encode()), Ok(vol));

@@ -145,6 +145,7 @@ impl DocumentMapper {
                     "min": event.min,
                     "max": event.max,
                 };
+                document.append("vwap", event.vwap.map_or(RawBson::Null, RawBson::Double));
                 append_bounds(&mut document, event.bounds);
                 Ok(self.derived(EventKind::MovingAverage, document))
             }

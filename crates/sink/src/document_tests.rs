@@ -290,6 +290,7 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
         count: 20,
         min: 9.0,
         max: 12.0,
+        vwap: Some(10.25),
         bounds: Some(WindowBounds::Count {
             first_ts: 1_699_999_990_500,
             last_ts: 1_700_000_000_000,
@@ -311,6 +312,7 @@ fn derived_events_keyed_by_symbol_window_and_ts() {
             "count": 20_i64,
             "min": 9.0,
             "max": 12.0,
+            "vwap": 10.25,
             "first_ts": DateTime::from_millis(1_699_999_990_500),
             "last_ts": DateTime::from_millis(1_700_000_000_000),
         }

@@ -13,7 +13,6 @@ use tickstream_model::{EventKind, Topology};
 
 #[path = "query_candles.rs"]
 mod candles;
-pub use candles::CandleRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -24,6 +23,11 @@ pub enum QueryError {
     InvalidUri(#[from] crate::uri::InvalidUri),
     #[error("symbol {symbol} is not in the topology (known: {known}); check the spelling")]
     UnknownSymbol { symbol: String, known: String },
+    #[error("{symbol:?} is not a symbol: {error}")]
+    InvalidSymbol {
+        symbol: String,
+        error: tickstream_model::SymbolError,
+    },
     #[error("interval {interval} has no candles in the topology (known: {known})")]
     UnknownInterval { interval: String, known: String },
     #[error("document in {collection} is not what the sink writes: {problem}")]

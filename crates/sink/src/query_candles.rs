@@ -2,28 +2,9 @@
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use serde::Serialize;
-use tickstream_model::EventKind;
+use tickstream_model::{Candle, EventKind, Symbol};
 
 use super::{Queries, QueryError, Reader};
-
-/// A stored candle (see `tickstream_model::Candle` for the fields).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CandleRow {
-    pub symbol: String,
-    pub interval: String,
-    pub start: i64,
-    pub end: i64,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub trades: i64,
-    pub volume: Option<f64>,
-    pub vwap: Option<f64>,
-    pub first_ts: i64,
-    pub last_ts: i64,
-}
 
 impl Queries {
     /// The `last` newest stored candles of `symbol` and `interval` (a `[[candles]]` label such
@@ -33,8 +14,12 @@ impl Queries {
         symbol: &str,
         interval: &str,
         last: u64,
-    ) -> Result<Vec<CandleRow>, QueryError> {
+    ) -> Result<Vec<Candle>, QueryError> {
         self.prices_collection(symbol)?;
+        let parsed = Symbol::new(symbol).map_err(|error| QueryError::InvalidSymbol {
+            symbol: symbol.to_owned(),
+            error,
+        })?;
         let known: Vec<String> = self.topology.candles.iter().map(|c| c.label()).collect();
         if !known.iter().any(|k| k == interval) {
             return Err(QueryError::UnknownInterval {
@@ -49,7 +34,7 @@ impl Queries {
         let candles = self
             .database
             .collection::<Document>(self.topology.collection(EventKind::Candle));
-        let mut rows: Vec<CandleRow> = Vec::new();
+        let mut rows: Vec<Candle> = Vec::new();
         let mut cursor = candles
             .find(doc! { "symbol": symbol, "interval": interval })
             .sort(doc! { "start": -1 })
@@ -61,8 +46,8 @@ impl Queries {
                 None | Some(Bson::Null) => Ok(None),
                 Some(_) => read.f64(field).map(Some),
             };
-            rows.push(CandleRow {
-                symbol: symbol.to_owned(),
+            rows.push(Candle {
+                symbol: parsed,
                 interval: interval.to_owned(),
                 start: read.date("start")?,
                 end: read.date("end")?,
@@ -70,7 +55,8 @@ impl Queries {
                 high: read.f64("high")?,
                 low: read.f64("low")?,
                 close: read.f64("close")?,
-                trades: read.i64("trades")?,
+                trades: u64::try_from(read.i64("trades")?)
+                    .map_err(|_| read.bad("trades", "a count >= 1"))?,
                 volume: optional("volume")?,
                 vwap: optional("vwap")?,
                 first_ts: read.date("first_ts")?,

@@ -3,9 +3,9 @@
 
 use std::collections::VecDeque;
 
-use crate::moments::two_sum;
 use crate::snapshot::{Reader, put_header, put_varint};
 use crate::spec::span_label;
+use crate::volume::Sum;
 use crate::{ConfigError, Rejection, SnapshotError};
 
 const MAGIC: [u8; 2] = *b"TC";
@@ -120,27 +120,6 @@ pub struct Candle {
     pub first_ts: i64,
     /// The latest event time in the candle.
     pub last_ts: i64,
-}
-
-/// A compensated sum: the running sum and the exact rounding errors of its additions
-/// ([`two_sum`], as the windows' moments keep theirs).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Sum {
-    sum: f64,
-    compensation: f64,
-}
-
-impl Sum {
-    #[inline]
-    fn add(&mut self, x: f64) {
-        let (sum, error) = two_sum(self.sum, x);
-        self.sum = sum;
-        self.compensation += error;
-    }
-
-    fn value(&self) -> f64 {
-        self.sum + self.compensation
-    }
 }
 
 /// A candle still open.

@@ -12,12 +12,13 @@
 use crate::count::CountWindow;
 use crate::snapshot::{
     Reader, SnapshotError, put_candles, put_count_ticks, put_header, put_moments, put_time_entries,
-    put_varint,
+    put_varint, put_volume,
 };
 use crate::spec::WindowKind;
 use crate::symbol::{Last, SymbolWindows, Window};
 use crate::tick::Rejection;
 use crate::time::{Entry, TimeWindow};
+use crate::volume::{Volume, qty_of, stored_qty};
 
 const MAGIC: [u8; 2] = *b"TD";
 /// The change format this build writes: 2, count-window ticks with their event times.
@@ -44,7 +45,10 @@ impl SymbolWindows {
                     put_moments(out, &w.moments);
                     let new = (w.pushed as usize).min(w.len());
                     put_varint(out, new as u64);
-                    put_count_ticks(out, last.newest_ts, w.ticks().skip(w.len() - new));
+                    let fresh = w.ticks().skip(w.len() - new);
+                    put_count_ticks(out, last.newest_ts, fresh.clone().map(|(t, p, _)| (t, p)));
+                    let qtys = fresh.map(|(_, _, q)| q);
+                    put_volume(out, w.keeps_quantities(), &w.volume, qtys);
                 }
                 Window::Time(w) => {
                     if w.reordered {
@@ -56,6 +60,8 @@ impl SymbolWindows {
                     let new = w.appended.min(w.len());
                     put_varint(out, new as u64);
                     put_time_entries(out, last.newest_ts, w.entries().skip(w.len() - new));
+                    let qtys = w.qtys().skip(w.len() - new);
+                    put_volume(out, w.keeps_quantities(), &w.volume, qtys);
                 }
             }
         }
@@ -106,9 +112,9 @@ impl SymbolWindows {
                 (WindowKind::Count { .. }, Window::Count(old)) => {
                     Window::Count(count_changes(&mut r, version, newest_ts, old, moments)?)
                 }
-                (WindowKind::Time { .. }, Window::Time(old)) => {
-                    Window::Time(Box::new(time_changes(&mut r, old, newest_ts, moments)?))
-                }
+                (WindowKind::Time { .. }, Window::Time(old)) => Window::Time(Box::new(
+                    time_changes(&mut r, version, old, newest_ts, moments)?,
+                )),
                 _ => unreachable!("windows are built from the same configuration"),
             };
             windows.push(window);
@@ -136,16 +142,31 @@ fn count_changes(
         return Err(r.corrupt("count window changes", at, "exceeds the window size"));
     }
     r.need(new as usize * 8)?;
+    let fresh = (0..new)
+        .map(|_| r.count_tick(version, newest_ts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let held = (old.len() + fresh.len()).min(old.size() as usize);
+    let volume = r.volume(version, fresh.len(), held)?;
     let mut window = CountWindow::new(old.size());
-    // The newest `size` of the old prices followed by the new ones.
+    // The newest `size` of the old ticks followed by the new ones.
     let keep = old.len().min(old.size() as usize - new as usize);
-    for (ts, p) in old.ticks().skip(old.len() - keep) {
-        window.restore_tick(ts, p);
+    let kept: Vec<(i64, f64, Option<f64>)> = old.ticks().skip(old.len() - keep).collect();
+    let (fresh_qtys, volume) = match volume {
+        None => (None, Volume::default()),
+        Some((qtys, volume)) => (Some(qtys), volume),
+    };
+    let keeps = fresh_qtys.is_some();
+    if keeps {
+        window.keep_quantities();
     }
-    for _ in 0..new {
-        let (ts, p) = r.count_tick(version, newest_ts)?;
-        window.restore_tick(ts, p);
+    for (ts, p, q) in kept {
+        window.restore_tick(ts, p, q.filter(|_| keeps));
     }
+    let mut fresh_qtys = fresh_qtys.into_iter().flatten().map(qty_of);
+    for (ts, p) in fresh {
+        window.restore_tick(ts, p, fresh_qtys.next().flatten());
+    }
+    window.volume = volume;
     window.moments = moments;
     Ok(window)
 }
@@ -153,6 +174,7 @@ fn count_changes(
 /// `old` without the change record's evicted entries, with its new ones, and `moments`.
 fn time_changes(
     r: &mut Reader<'_>,
+    version: u8,
     old: &TimeWindow,
     newest_ts: i64,
     moments: crate::moments::Moments,
@@ -174,13 +196,31 @@ fn time_changes(
         ));
     }
     let window = (newest_ts, old.span_ms());
+    let kept = entries.len();
     r.time_entries(
         new,
         window,
         &mut entries,
         "outside the window or out of order",
     )?;
-    Ok(TimeWindow::restore(old.span_ms(), entries, moments))
+    let (qtys, volume) = match r.volume(version, entries.len() - kept, entries.len())? {
+        None => (None, Volume::default()),
+        Some((fresh, volume)) => {
+            // The kept entries' quantities (none, if the window kept none before), then the
+            // new entries'.
+            let mut qtys: Vec<f64> = old.qtys().skip(evicted as usize).map(stored_qty).collect();
+            qtys.resize(kept, f64::NAN);
+            qtys.extend(fresh);
+            (Some(qtys), volume)
+        }
+    };
+    Ok(TimeWindow::restore(
+        old.span_ms(),
+        entries,
+        qtys,
+        moments,
+        volume,
+    ))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! Before the first lap completes, the suffix extremes are ±∞ and `lap_*` cover the window.
 
 use crate::moments::{Moments, Stats};
+use crate::volume::{Volume, qty_of, stored_qty};
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -62,6 +63,12 @@ pub(crate) struct CountWindow {
     size: u32,
     /// Slot the next tick goes to; once full, also the oldest tick's slot.
     next: u32,
+    /// Each slot's quantity (NaN: none), beside `slots`, once `keeps_qty`: from the first tick
+    /// that carries one, so windows fed prices alone pay nothing for it.
+    qtys: Vec<f64>,
+    keeps_qty: bool,
+    /// Σ qty and Σ price·qty of the ticks held that carry a quantity.
+    pub(crate) volume: Volume,
     /// Extremes of the slots written in the current lap.
     lap_min: f64,
     lap_max: f64,
@@ -79,6 +86,9 @@ impl CountWindow {
             slots: Vec::with_capacity(size.min(INITIAL_SLOTS) as usize),
             size,
             next: 0,
+            qtys: Vec::new(),
+            keeps_qty: false,
+            volume: Volume::default(),
             lap_min: f64::INFINITY,
             lap_max: f64::NEG_INFINITY,
             inv_len: f64::INFINITY,
@@ -89,8 +99,8 @@ impl CountWindow {
 
     /// Restoring a snapshot: appends a tick (oldest first, at most `size` of them) without
     /// touching the moments, which are then set from the snapshot.
-    pub(crate) fn restore_tick(&mut self, ts: i64, x: f64) {
-        self.insert(ts, x);
+    pub(crate) fn restore_tick(&mut self, ts: i64, x: f64, qty: Option<f64>) {
+        self.insert(ts, x, stored_qty(qty));
     }
 
     #[inline(always)]
@@ -110,16 +120,43 @@ impl CountWindow {
         older.iter().chain(newer).map(|s| s.price)
     }
 
-    /// `(event time, price)` of every tick, oldest first (event time [`UNKNOWN_TS`] if not
-    /// known).
-    pub(crate) fn ticks(&self) -> impl Iterator<Item = (i64, f64)> + Clone + '_ {
+    /// `(event time, price, quantity)` of every tick, oldest first (event time
+    /// [`UNKNOWN_TS`] if not known).
+    pub(crate) fn ticks(&self) -> impl Iterator<Item = (i64, f64, Option<f64>)> + Clone + '_ {
         let split = if self.is_full() {
             self.next as usize
         } else {
             0
         };
         let (newer, older) = self.slots.split_at(split);
-        older.iter().chain(newer).map(|s| (s.ts, s.price))
+        let qty = move |i: usize| qty_of(self.qtys.get(i).copied().unwrap_or(f64::NAN));
+        let order = (split..self.slots.len()).chain(0..split);
+        older
+            .iter()
+            .chain(newer)
+            .zip(order)
+            .map(move |(s, i)| (s.ts, s.price, qty(i)))
+    }
+
+    /// Whether the window keeps quantities (a tick carried one).
+    pub(crate) fn keeps_quantities(&self) -> bool {
+        self.keeps_qty
+    }
+
+    /// Restoring a window that kept quantities: keep them from its first tick on, whatever
+    /// its ticks carry (so the restored window writes what the original did).
+    pub(crate) fn keep_quantities(&mut self) {
+        if !self.keeps_qty {
+            self.keeps_qty = true;
+            self.qtys.reserve_exact(self.slots.capacity().max(1));
+            self.qtys.resize(self.slots.len(), f64::NAN);
+        }
+    }
+
+    /// Σ price·qty / Σ qty over the ticks held that carry a quantity.
+    #[inline]
+    pub(crate) fn vwap(&self) -> Option<f64> {
+        self.volume.vwap()
     }
 
     /// Event times of the oldest and the newest tick (arrival order), once both are known.
@@ -152,17 +189,28 @@ impl CountWindow {
     /// Writes `x` into the ring, evicting the oldest tick if full; returns the evicted price.
     /// Does not touch the moments.
     #[inline(always)]
-    fn insert(&mut self, ts: i64, x: f64) -> Option<f64> {
+    fn insert(&mut self, ts: i64, x: f64, qty: f64) -> Option<(f64, f64)> {
         let cap = self.size;
         let i = self.next;
+        if !qty.is_nan() {
+            // The first quantity: the ticks already held had none.
+            self.keep_quantities();
+        }
         let evicted = if self.is_full() {
             let slot = &mut self.slots[i as usize];
             let old = slot.price;
             slot.price = x;
             slot.ts = ts;
-            Some(old)
+            let old_qty = match self.qtys.get_mut(i as usize) {
+                Some(q) => std::mem::replace(q, qty),
+                None => f64::NAN,
+            };
+            Some((old, old_qty))
         } else {
             self.append(ts, x);
+            if self.keeps_qty {
+                self.qtys.push(qty);
+            }
             None
         };
         self.lap_min = lesser(self.lap_min, x);
@@ -219,13 +267,22 @@ impl CountWindow {
 
     /// Folds in an accepted tick.
     #[inline]
-    pub(crate) fn push(&mut self, ts: i64, x: f64) {
+    pub(crate) fn push(&mut self, ts: i64, x: f64, qty: Option<f64>) {
         let mut moments = self.moments;
         if self.slots.is_empty() {
             moments.restart_at(x);
         }
-        if let Some(old) = self.insert(ts, x) {
+        if let Some((old, old_qty)) = self.insert(ts, x, stored_qty(qty)) {
             moments.remove(old);
+            if let Some(q) = qty_of(old_qty) {
+                self.volume.remove(old, q);
+            }
+        }
+        if let Some(q) = qty {
+            self.volume.add(x, q);
+            if self.volume.needs_rebuild(self.len()) {
+                self.volume = Volume::rebuilt(self.ticks().filter_map(|(_, p, q)| Some((p, q?))));
+            }
         }
         moments.add(x);
         self.pushed = (self.pushed + 1).min(self.size);
@@ -250,7 +307,7 @@ impl CountWindow {
 
     /// Heap bytes owned (the buffer's capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * size_of::<Slot>()
+        self.slots.capacity() * size_of::<Slot>() + self.qtys.capacity() * size_of::<f64>()
     }
 }
 
@@ -272,7 +329,7 @@ mod tests {
         for size in 1..7u32 {
             let mut w = CountWindow::new(size);
             for (i, &p) in prices.iter().enumerate() {
-                w.push(i as i64 * 10, p);
+                w.push(i as i64 * 10, p, None);
                 let lo = (i + 1).saturating_sub(size as usize);
                 let expect = naive(&prices[lo..=i]);
                 let s = w.stats().expect("non-empty");
@@ -283,7 +340,7 @@ mod tests {
                 assert_eq!(window, prices[lo..=i]);
                 // A window restored from its contents reports the same extremes.
                 let mut r = CountWindow::new(size);
-                w.ticks().for_each(|(ts, p)| r.restore_tick(ts, p));
+                w.ticks().for_each(|(ts, p, q)| r.restore_tick(ts, p, q));
                 r.moments = w.moments;
                 assert_eq!(r.stats(), w.stats());
                 assert_eq!(r.first_last_ts(), w.first_last_ts());
@@ -302,7 +359,7 @@ mod tests {
     fn memory_is_one_buffer() {
         let mut w = CountWindow::new(20);
         assert_eq!(w.heap_bytes(), 20 * 32);
-        (0..100).for_each(|i| w.push(i64::from(i), f64::from(i)));
+        (0..100).for_each(|i| w.push(i64::from(i), f64::from(i), None));
         assert_eq!(w.heap_bytes(), 20 * 32);
     }
 
@@ -311,9 +368,9 @@ mod tests {
         let size = 1_000_000;
         let mut w = CountWindow::new(size);
         assert_eq!(w.heap_bytes(), 64 * 32);
-        (0..1_000).for_each(|i| w.push(i64::from(i), f64::from(i)));
+        (0..1_000).for_each(|i| w.push(i64::from(i), f64::from(i), None));
         assert!(w.heap_bytes() <= 2 * 1_000 * 32, "{}", w.heap_bytes());
-        (0..2 * size).for_each(|i| w.push(i64::from(i), f64::from(i % 1_000)));
+        (0..2 * size).for_each(|i| w.push(i64::from(i), f64::from(i % 1_000), None));
         assert_eq!(w.heap_bytes(), size as usize * 32);
         let s = w.stats().expect("full");
         assert_eq!((s.count, s.min, s.max), (size as usize, 0.0, 999.0));
@@ -327,7 +384,7 @@ mod tests {
             .map(|i| f64::from((i * 7919) % 1009))
             .collect();
         for (i, &p) in prices.iter().enumerate() {
-            w.push(i as i64, p);
+            w.push(i as i64, p, None);
             let lo = (i + 1).saturating_sub(size as usize);
             let s = w.stats().expect("non-empty");
             assert_eq!((s.min, s.max), naive(&prices[lo..=i]), "after {i}");

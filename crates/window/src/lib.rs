@@ -4,8 +4,9 @@
 //! For each symbol, a [`SymbolWindows`] keeps several windows at once — count windows (the
 //! last N ticks, arrival order) and time windows (event time in the last D milliseconds) —
 //! and after every tick reports, per window, the count, the mean (moving average), the
-//! population standard deviation (volatility), min and max; plus a [`Jump`] when the price
-//! moved by more than a threshold (default 2 %) since the symbol's previous tick.
+//! population standard deviation (volatility), min and max, the event times it covers
+//! ([`Bounds`]) and, when ticks carry a traded quantity, its VWAP; plus a [`Jump`] when the
+//! price moved by more than a threshold (default 2 %) since the symbol's previous tick.
 //!
 //! * **Exact**: results stay within ~1e-12 relative of a recomputation over the window, for
 //!   any stream length, prices from 1e-8 to 1e6 and beyond, and tiny spreads at high levels;
@@ -118,13 +119,14 @@
 //! the price. The tests check all of this against a double-double two-pass recomputation,
 //! over 10 million ticks in release (`drift_ten_million_ticks`): worst errors ~1e-12.
 //!
-//! # Snapshot format, version 1
+//! # Snapshot format, version 2
 //!
-//! Little-endian; varints are LEB128 (at most 10 bytes).
+//! Little-endian; varints are LEB128 (at most 10 bytes). Version 1 (still read) differs only
+//! in its count windows: prices without event times, and no volume sections.
 //!
 //! ```text
 //! magic        2 bytes  "TW"
-//! version      u8       1
+//! version      u8       2
 //! fingerprint  u64      Config::fingerprint() of the configuration the state was built under
 //! seen         u8       0: no tick accepted yet (the snapshot ends here), 1: state follows
 //! newest_ts    i64      largest accepted event time
@@ -133,16 +135,21 @@
 //!   sums       7 × f64  shift (2 words), Σd and Σd² (2 words each), peak of Σd², as bits
 //!   removed    varint   removals since the last rebuild
 //!   len        varint   ticks in the window
-//!   count window: len × f64 price, oldest first
+//!   count window: len × (varint newest_ts - ts + 1, 0 if not known; f64 price), oldest first
 //!   time window:  len × (varint ts-delta, f64 price), oldest first; the first delta is
 //!                 newest_ts - ts, the others ts - previous ts (so all are >= 0)
+//!   volume     u8       0: the window keeps no quantities; 1: it does, and then
+//!     with_qty varint   ticks held that carry a quantity
+//!     sums     4 × f64  Σ qty and Σ price·qty, each as sum and compensation, as bits
+//!     removals varint   since the sums were last recomputed
+//!     qtys     len × f64 each tick's quantity, oldest first (NaN: none)
 //! per candle interval, in configuration order (nothing without candles):
 //!   len        varint   bytes of the series that follow
 //!   series     len bytes a CandleSeries snapshot: "TC", version 1, the interval's own
 //!                       fingerprint, watermark, closed-before, last arrival, open candles
 //! ```
 //!
-//! One symbol with a single N = 20 window takes 246-247 bytes. Min/max helpers are not
+//! One symbol with a single N = 20 window (no quantities) takes 286-287 bytes. Min/max helpers are not
 //! stored (they are a function of the contents); the sums are stored bit for bit, which is
 //! what makes a restored state continue bit-identically. Decoding never panics, allocates at
 //! most in proportion to the input, and names what is wrong ([`SnapshotError`]); a snapshot
@@ -150,7 +157,7 @@
 //! refused with [`SnapshotError::ConfigMismatch`].
 
 //!
-//! # Change format, version 1
+//! # Change format, version 2
 //!
 //! What changed since the last commit ([`SymbolWindows::changes_into`]), applied on top of the
 //! last snapshot and the changes after it ([`SymbolWindows::apply_changes`]): a commit writes
@@ -158,15 +165,17 @@
 //!
 //! ```text
 //! magic        2 bytes  "TD"
-//! version      u8       1
+//! version      u8       2 (1, still read: count-window prices without event times, no volume)
 //! fingerprint  u64      as in a snapshot
 //! newest_ts    i64      largest accepted event time
 //! last_price   f64      last accepted price
 //! per window, in configuration order:
 //!   sums       7 × f64 + varint, as in a snapshot
-//!   count window: new varint, then the window's `new` newest prices, oldest first
+//!   count window: new varint, then the window's `new` newest ticks, oldest first, coded as
+//!                 in a snapshot
 //!   time window:  evicted varint (oldest entries gone), new varint, then the `new` entries
 //!                 that arrived at the newest end, coded as in a snapshot
+//!   volume     as in a snapshot, with the quantities of the `new` ticks only
 //! per candle interval: the series whole, as in a snapshot (a few open candles, ~120 bytes)
 //! ```
 //!
@@ -187,6 +196,7 @@ mod spec;
 mod symbol;
 mod tick;
 mod time;
+mod volume;
 
 pub use candle::{Candle, CandleSeries, CandleSpec};
 pub use changes::CHANGES_VERSION;

@@ -14,6 +14,7 @@ use crate::spec::{Config, WindowKind};
 use crate::symbol::{Last, SymbolWindows, Window};
 use crate::tick::Rejection;
 use crate::time::{Entry, TimeWindow};
+use crate::volume::{Sum, Volume, qty_of, stored_qty};
 
 const MAGIC: [u8; 2] = *b"TW";
 /// The version this build writes: 2, count windows with their ticks' event times.
@@ -102,12 +103,15 @@ impl SymbolWindows {
                     put_moments(out, &w.moments);
                     put_varint(out, w.len() as u64);
                     out.reserve(w.len() * 10);
-                    put_count_ticks(out, last.newest_ts, w.ticks());
+                    put_count_ticks(out, last.newest_ts, w.ticks().map(|(t, p, _)| (t, p)));
+                    let qtys = w.ticks().map(|(_, _, q)| q);
+                    put_volume(out, w.keeps_quantities(), &w.volume, qtys);
                 }
                 Window::Time(w) => {
                     put_moments(out, &w.moments);
                     put_varint(out, w.len() as u64);
                     put_time_entries(out, last.newest_ts, w.entries());
+                    put_volume(out, w.keeps_quantities(), &w.volume, w.qtys());
                 }
             }
         }
@@ -153,11 +157,12 @@ impl SymbolWindows {
                         ));
                     }
                     r.need(len as usize * 8)?;
+                    let ticks = (0..len)
+                        .map(|_| r.count_tick(version, newest_ts))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let volume = r.volume(version, ticks.len(), ticks.len())?;
                     let mut window = CountWindow::new(size);
-                    for _ in 0..len {
-                        let (ts, price) = r.count_tick(version, newest_ts)?;
-                        window.restore_tick(ts, price);
-                    }
+                    restore_count_ticks(&mut window, ticks, volume);
                     window.moments = moments;
                     Window::Count(window)
                 }
@@ -165,7 +170,14 @@ impl SymbolWindows {
                     let mut entries = Vec::new();
                     let window = (newest_ts, span_ms);
                     r.time_entries(len, window, &mut entries, "outside the window")?;
-                    Window::Time(Box::new(TimeWindow::restore(span_ms, entries, moments)))
+                    let held = entries.len();
+                    let (qtys, volume) = match r.volume(version, held, held)? {
+                        Some((qtys, volume)) => (Some(qtys), volume),
+                        None => (None, Volume::default()),
+                    };
+                    Window::Time(Box::new(TimeWindow::restore(
+                        span_ms, entries, qtys, moments, volume,
+                    )))
                 }
             };
             windows.push(window);
@@ -218,6 +230,56 @@ pub(crate) fn put_candles(out: &mut Vec<u8>, candles: &[CandleSeries]) {
         c.snapshot_into(&mut series);
         put_varint(out, series.len() as u64);
         out.extend_from_slice(&series);
+    }
+}
+
+/// A window's volume (version 2), after its ticks: `0`, it keeps no quantities; or `1`, the
+/// volume (ticks with a quantity as a varint, Σ qty and Σ price·qty as 2 × f64 each, removals
+/// since the last recompute as a varint) and the quantity of every tick just written, oldest
+/// first (f64, NaN for none).
+pub(crate) fn put_volume(
+    out: &mut Vec<u8>,
+    keeps: bool,
+    volume: &Volume,
+    qtys: impl Iterator<Item = Option<f64>>,
+) {
+    if !keeps {
+        out.push(0);
+        return;
+    }
+    out.push(1);
+    put_varint(out, volume.with_qty);
+    for v in [
+        volume.qty.sum,
+        volume.qty.compensation,
+        volume.notional.sum,
+        volume.notional.compensation,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    put_varint(out, volume.removals);
+    for q in qtys {
+        out.extend_from_slice(&stored_qty(q).to_le_bytes());
+    }
+}
+
+/// A count window restored from its ticks and, if it kept them, their quantities and volume.
+pub(crate) fn restore_count_ticks(
+    window: &mut CountWindow,
+    ticks: Vec<(i64, f64)>,
+    volume: Option<(Vec<f64>, Volume)>,
+) {
+    match volume {
+        None => ticks
+            .into_iter()
+            .for_each(|(ts, p)| window.restore_tick(ts, p, None)),
+        Some((qtys, volume)) => {
+            window.keep_quantities();
+            for ((ts, p), q) in ticks.into_iter().zip(qtys) {
+                window.restore_tick(ts, p, qty_of(q));
+            }
+            window.volume = volume;
+        }
     }
 }
 
@@ -423,6 +485,55 @@ impl Reader<'_> {
             prev = ts;
         }
         Ok(())
+    }
+
+    /// What [`put_volume`] wrote after `n` ticks (nothing in version 1): the quantities and the
+    /// volume, if the window kept them; the window then holds `held` ticks.
+    pub(crate) fn volume(
+        &mut self,
+        version: u8,
+        n: usize,
+        held: usize,
+    ) -> Result<Option<(Vec<f64>, Volume)>, SnapshotError> {
+        if version < 2 {
+            return Ok(None);
+        }
+        let at = self.pos;
+        match self.u8()? {
+            0 => return Ok(None),
+            1 => {}
+            _ => return Err(self.corrupt("volume flag", at, "must be 0 or 1")),
+        }
+        let with_qty = self.varint()?;
+        let at = self.pos;
+        let [qs, qc, ns, nc] = [self.f64()?, self.f64()?, self.f64()?, self.f64()?];
+        if ![qs, qc, ns, nc].iter().all(|v| v.is_finite()) || with_qty > held as u64 {
+            return Err(self.corrupt("volume", at, "not finite, or more ticks than held"));
+        }
+        let removals = self.varint()?;
+        self.need(n.saturating_mul(8))?;
+        let mut qtys = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.pos;
+            let q = self.f64()?;
+            if !(q.is_nan() || (q.is_finite() && q >= 0.0)) {
+                return Err(self.corrupt("quantity", at, "not a finite number >= 0"));
+            }
+            qtys.push(q);
+        }
+        let volume = Volume {
+            with_qty,
+            qty: Sum {
+                sum: qs,
+                compensation: qc,
+            },
+            notional: Sum {
+                sum: ns,
+                compensation: nc,
+            },
+            removals,
+        };
+        Ok(Some((qtys, volume)))
     }
 
     /// One count-window tick: its event time (version 2; [`UNKNOWN_TS`] in version 1 or

@@ -28,10 +28,18 @@ impl Window {
     }
 
     #[inline(always)]
-    fn push(&mut self, ts: i64, price: f64, newest_ts: i64) {
+    fn push(&mut self, ts: i64, price: f64, qty: Option<f64>, newest_ts: i64) {
         match self {
-            Self::Count(w) => w.push(ts, price),
-            Self::Time(w) => w.push(ts, price, newest_ts),
+            Self::Count(w) => w.push(ts, price, qty),
+            Self::Time(w) => w.push(ts, price, qty, newest_ts),
+        }
+    }
+
+    #[inline(always)]
+    fn vwap(&self) -> Option<f64> {
+        match self {
+            Self::Count(w) => w.vwap(),
+            Self::Time(w) => w.vwap(),
         }
     }
 
@@ -220,7 +228,7 @@ impl SymbolWindows {
             price: tick.price,
         });
         for w in self.windows.iter_mut() {
-            w.push(tick.ts, tick.price, newest_ts);
+            w.push(tick.ts, tick.price, tick.qty, newest_ts);
         }
         if let Some(candles) = &mut self.candles {
             candles.closed.clear();
@@ -390,6 +398,9 @@ pub struct WindowReading<'a> {
     pub stats: Option<Stats>,
     /// The event times the window covers, when known ([`Bounds`]).
     pub bounds: Option<Bounds>,
+    /// Σ price·qty / Σ qty over the window's ticks that carry a quantity; `None` when none
+    /// does (or their volume is 0).
+    pub vwap: Option<f64>,
 }
 
 /// The event times a window's statistics cover.
@@ -429,6 +440,7 @@ impl<'a> WindowReading<'a> {
             count,
             stats,
             bounds: window.bounds(newest_ts),
+            vwap: window.vwap(),
         }
     }
 

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 
 use crate::moments::{Moments, Stats};
+use crate::volume::{Volume, qty_of, stored_qty};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Entry {
@@ -23,6 +24,12 @@ pub(crate) struct Entry {
 pub(crate) struct TimeWindow {
     span_ms: i64,
     buf: VecDeque<Entry>,
+    /// Each entry's quantity (NaN: none), beside `buf`, once `keeps_qty`: from the first tick
+    /// that carries one, so windows fed prices alone pay nothing for it.
+    qtys: VecDeque<f64>,
+    keeps_qty: bool,
+    /// Σ qty and Σ price·qty of the entries that carry a quantity.
+    pub(crate) volume: Volume,
     base: u64,
     /// Positions whose price is below every later price (front: the minimum).
     mins: VecDeque<u64>,
@@ -60,6 +67,9 @@ impl TimeWindow {
         Self {
             span_ms,
             buf: VecDeque::new(),
+            qtys: VecDeque::new(),
+            keeps_qty: false,
+            volume: Volume::default(),
             base: 0,
             mins: VecDeque::new(),
             maxs: VecDeque::new(),
@@ -70,14 +80,41 @@ impl TimeWindow {
         }
     }
 
-    /// A window holding `entries` (sorted by event time, as snapshotted) and the given moments.
-    pub(crate) fn restore(span_ms: i64, entries: Vec<Entry>, moments: Moments) -> Self {
+    /// A window holding `entries` (sorted by event time, as snapshotted) with their
+    /// quantities (`qtys`: one per entry, NaN for none; `None` when the window keeps none),
+    /// and the given moments and volume.
+    pub(crate) fn restore(
+        span_ms: i64,
+        entries: Vec<Entry>,
+        qtys: Option<Vec<f64>>,
+        moments: Moments,
+        volume: Volume,
+    ) -> Self {
         let mut w = Self::new(span_ms);
         w.mins = suffix_extremes(&entries, Extreme::Min);
         w.maxs = suffix_extremes(&entries, Extreme::Max);
         w.buf = VecDeque::from(entries);
+        w.keeps_qty = qtys.is_some();
+        w.qtys = VecDeque::from(qtys.unwrap_or_default());
         w.moments = moments;
+        w.volume = volume;
         w
+    }
+
+    /// Each entry's quantity, oldest first (empty when the window keeps none).
+    pub(crate) fn qtys(&self) -> impl Iterator<Item = Option<f64>> + '_ {
+        self.qtys.iter().map(|q| qty_of(*q))
+    }
+
+    /// Whether the window keeps quantities (a tick carried one).
+    pub(crate) fn keeps_quantities(&self) -> bool {
+        self.keeps_qty
+    }
+
+    /// Σ price·qty / Σ qty over the entries that carry a quantity.
+    #[inline]
+    pub(crate) fn vwap(&self) -> Option<f64> {
+        self.volume.vwap()
     }
 
     #[inline(always)]
@@ -99,7 +136,7 @@ impl TimeWindow {
     /// this tick; the window is `(newest_ts - span, newest_ts]`, and a late tick at or before
     /// its start is not part of it.
     #[inline]
-    pub(crate) fn push(&mut self, ts: i64, x: f64, newest_ts: i64) {
+    pub(crate) fn push(&mut self, ts: i64, x: f64, qty: Option<f64>, newest_ts: i64) {
         // In i128: `newest_ts - span` may lie below i64::MIN, and the bound is strict.
         let start = i128::from(newest_ts) - i128::from(self.span_ms);
         // A local copy stays in registers (the rebuild takes and returns values).
@@ -115,6 +152,9 @@ impl TimeWindow {
                 self.appended -= 1;
             }
             self.buf.pop_front();
+            if let Some(q) = self.qtys.pop_front().and_then(qty_of) {
+                self.volume.remove(front.price, q);
+            }
             moments.remove(front.price);
             if self.mins.front() == Some(&self.base) {
                 self.mins.pop_front();
@@ -128,16 +168,31 @@ impl TimeWindow {
             if self.buf.is_empty() {
                 moments.restart_at(x);
             }
+            if !self.keeps_qty && qty.is_some() {
+                // The first quantity: the entries already held had none.
+                self.keeps_qty = true;
+                self.qtys.resize(self.buf.len(), f64::NAN);
+            }
             if self.buf.back().is_none_or(|b| b.ts <= ts) {
                 let pos = self.base + self.buf.len() as u64;
                 self.buf.push_back(Entry { ts, price: x });
+                if self.keeps_qty {
+                    self.qtys.push_back(stored_qty(qty));
+                }
                 push_extreme(&mut self.mins, &self.buf, self.base, pos, x, Extreme::Min);
                 push_extreme(&mut self.maxs, &self.buf, self.base, pos, x, Extreme::Max);
             } else {
-                self.insert_late(ts, x);
+                self.insert_late(ts, x, qty);
             }
             self.appended += 1;
             moments.add(x);
+            if let Some(q) = qty {
+                self.volume.add(x, q);
+            }
+        }
+        if self.volume.needs_rebuild(self.len()) {
+            let ticks = self.buf.iter().zip(&self.qtys);
+            self.volume = Volume::rebuilt(ticks.filter_map(|(e, q)| Some((e.price, qty_of(*q)?))));
         }
         // The buffer is never empty here in practice: the newest tick is always in the window.
         if !self.buf.is_empty() {
@@ -153,7 +208,7 @@ impl TimeWindow {
     }
 
     #[cold]
-    fn insert_late(&mut self, ts: i64, x: f64) {
+    fn insert_late(&mut self, ts: i64, x: f64, qty: Option<f64>) {
         let mut i = self.buf.len();
         while i > 0 && self.buf[i - 1].ts > ts {
             i -= 1;
@@ -163,6 +218,9 @@ impl TimeWindow {
             self.reordered = true;
         }
         self.buf.insert(i, Entry { ts, price: x });
+        if self.keeps_qty {
+            self.qtys.insert(i, stored_qty(qty));
+        }
         let pos = self.base + i as u64;
         for q in [&mut self.mins, &mut self.maxs] {
             for p in q.iter_mut().rev() {
@@ -203,6 +261,7 @@ impl TimeWindow {
     /// Heap bytes owned (by capacity: what the allocator handed out).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.buf.capacity() * size_of::<Entry>()
+            + self.qtys.capacity() * size_of::<f64>()
             + (self.mins.capacity() + self.maxs.capacity()) * size_of::<u64>()
     }
 }
@@ -295,7 +354,13 @@ mod tests {
         let s = w.stats().expect("non-empty");
         assert_eq!((s.min, s.max, s.count), (min, max, expect.len()));
         // The deques equal those built from scratch.
-        let r = TimeWindow::restore(w.span_ms, w.buf.iter().copied().collect(), w.moments);
+        let r = TimeWindow::restore(
+            w.span_ms,
+            w.buf.iter().copied().collect(),
+            None,
+            w.moments,
+            w.volume,
+        );
         let rel = |q: &VecDeque<u64>| q.iter().map(|p| p - w.base).collect::<Vec<_>>();
         assert_eq!(rel(&w.mins), r.mins.iter().copied().collect::<Vec<_>>());
         assert_eq!(rel(&w.maxs), r.maxs.iter().copied().collect::<Vec<_>>());
@@ -304,13 +369,13 @@ mod tests {
     #[test]
     fn slides_by_event_time() {
         let mut w = TimeWindow::new(1_000);
-        w.push(0, 5.0, 0);
-        w.push(500, 3.0, 500);
-        w.push(1_000, 4.0, 1_000);
+        w.push(0, 5.0, None, 0);
+        w.push(500, 3.0, None, 500);
+        w.push(1_000, 4.0, None, 1_000);
         check(&w, &[(500, 3.0), (1_000, 4.0)]);
-        w.push(1_000, 4.0, 1_000);
+        w.push(1_000, 4.0, None, 1_000);
         check(&w, &[(500, 3.0), (1_000, 4.0), (1_000, 4.0)]);
-        w.push(5_000, 9.0, 5_000);
+        w.push(5_000, 9.0, None, 5_000);
         check(&w, &[(5_000, 9.0)]);
     }
 
@@ -318,9 +383,9 @@ mod tests {
     fn late_ticks_land_in_place() {
         let mut w = TimeWindow::new(10_000);
         for (ts, p) in [(0, 5.0), (10, 7.0), (20, 6.0), (30, 8.0), (40, 6.5)] {
-            w.push(ts, p, ts);
+            w.push(ts, p, None, ts);
         }
-        w.push(25, 4.0, 40);
+        w.push(25, 4.0, None, 40);
         check(
             &w,
             &[
@@ -332,7 +397,7 @@ mod tests {
                 (40, 6.5),
             ],
         );
-        w.push(20, 9.0, 40);
+        w.push(20, 9.0, None, 40);
         check(
             &w,
             &[
@@ -345,7 +410,7 @@ mod tests {
                 (40, 6.5),
             ],
         );
-        w.push(-5, 1.0, 40);
+        w.push(-5, 1.0, None, 40);
         check(
             &w,
             &[
@@ -359,7 +424,7 @@ mod tests {
                 (40, 6.5),
             ],
         );
-        w.push(10_005, 6.0, 10_005);
+        w.push(10_005, 6.0, None, 10_005);
         check(
             &w,
             &[
@@ -377,10 +442,10 @@ mod tests {
     #[test]
     fn late_tick_before_the_window_is_left_out() {
         let mut w = TimeWindow::new(100);
-        w.push(1_000, 2.0, 1_000);
-        w.push(900, 3.0, 1_000);
+        w.push(1_000, 2.0, None, 1_000);
+        w.push(900, 3.0, None, 1_000);
         check(&w, &[(1_000, 2.0)]);
-        w.push(901, 3.0, 1_000);
+        w.push(901, 3.0, None, 1_000);
         check(&w, &[(901, 3.0), (1_000, 2.0)]);
     }
 }

@@ -43,8 +43,9 @@ fn full_state_round_trips_and_is_compact() {
     let bytes = s.snapshot();
     // 12 header + 16 (newest ts, last price) + count:20 (56 moments, 1-2 bytes of removal
     // count, 1 byte of length, 160 bytes of prices, and their event times as varints behind
-    // the newest: 1 byte for the newest, 2 for the 19 ticks 10 to 190 ms behind it).
-    assert!((285..=286).contains(&bytes.len()), "{}", bytes.len());
+    // the newest: 1 byte for the newest, 2 for the 19 ticks 10 to 190 ms behind it), and 1
+    // byte saying it keeps no quantities.
+    assert!((286..=287).contains(&bytes.len()), "{}", bytes.len());
     let r = SymbolWindows::restore(Arc::clone(&cfg), &bytes).expect("valid");
     assert_eq!(r.snapshot(), bytes);
     assert_eq!(
@@ -62,10 +63,10 @@ fn time_windows_encode_event_times_as_small_deltas() {
     let s = fed(&cfg, 1_000);
     let bytes = s.snapshot();
     // The minute holds 240 ticks 250 ms apart: 2-byte deltas + 8-byte prices, after the
-    // count window (<= 286 bytes with the header) and the time window's moments and length.
-    // The first delta (newest - oldest, ~60 s) takes one byte more.
+    // count window (<= 287 bytes with the header) and the time window's moments and length,
+    // and its 1-byte volume flag. The first delta (newest - oldest, ~60 s) takes one byte more.
     assert!(
-        bytes.len() <= 286 + 58 + 2 + 1 + 240 * 10,
+        bytes.len() <= 287 + 58 + 2 + 1 + 240 * 10 + 1,
         "{}",
         bytes.len()
     );
@@ -213,7 +214,11 @@ fn a_version_1_snapshot_restores_with_count_bounds_unknown_until_the_window_turn
         v1.extend_from_slice(&v2[at..at + 8]);
         at += 8;
     }
-    assert_eq!(at, v2.len(), "one count window of 20");
+    assert_eq!(
+        (at + 1, v2[at]),
+        (v2.len(), 0),
+        "one count window of 20, no quantities"
+    );
     let mut r = SymbolWindows::restore(Arc::clone(&cfg), &v1).expect("version 1");
     let stats = |s: &SymbolWindows| s.readings().next().and_then(|r| r.stats);
     assert_eq!(stats(&r), stats(&s));

@@ -176,6 +176,8 @@ pub struct ModelUpdate {
     pub windows: Vec<(Vec<f64>, usize)>,
     /// Per window: the event times it covers.
     pub bounds: Vec<Option<Bounds>>,
+    /// Per window: Σ price·qty / Σ qty over its ticks with a quantity.
+    pub vwaps: Vec<Option<f64>>,
 }
 
 /// A deliberately naive `SymbolWindows`: keeps every accepted tick and recomputes each window
@@ -269,10 +271,37 @@ impl Model {
                 }),
             })
             .collect();
+        let vwaps = self
+            .config
+            .windows()
+            .iter()
+            .map(|spec| {
+                let held: Vec<&Tick> = match spec.kind() {
+                    WindowKind::Count { size } => {
+                        let from = self.accepted.len().saturating_sub(size as usize);
+                        self.accepted[from..].iter().collect()
+                    }
+                    WindowKind::Time { span_ms } => {
+                        let start = i128::from(newest) - i128::from(span_ms);
+                        self.accepted
+                            .iter()
+                            .filter(|t| i128::from(t.ts) > start)
+                            .collect()
+                    }
+                };
+                let with_qty: Vec<(f64, f64)> = held
+                    .iter()
+                    .filter_map(|t| Some((t.price, t.qty?)))
+                    .collect();
+                let volume: f64 = with_qty.iter().map(|(_, q)| q).sum();
+                (volume > 0.0).then(|| with_qty.iter().map(|(p, q)| p * q).sum::<f64>() / volume)
+            })
+            .collect();
         Ok(ModelUpdate {
             jump,
             windows,
             bounds,
+            vwaps,
         })
     }
 }
@@ -290,6 +319,19 @@ pub fn compare(state: &mut SymbolWindows, model: &mut Model, tick: Tick, errors:
                 "{tick:?}"
             );
             assert_eq!(update.readings().len(), expect.windows.len());
+            for (reading, vwap) in update.readings().zip(&expect.vwaps) {
+                let close = match (reading.vwap, vwap) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs(),
+                    _ => false,
+                };
+                assert!(
+                    close,
+                    "{} vwap {:?}, naive {vwap:?} after {tick:?}",
+                    reading.label(),
+                    reading.vwap
+                );
+            }
             for (reading, bounds) in update.readings().zip(&expect.bounds) {
                 assert_eq!(
                     reading.bounds,
@@ -344,6 +386,7 @@ pub fn outcome_bits(state: &mut SymbolWindows, tick: Tick) -> Result<Vec<u64>, &
     let mut bits: Vec<u64> = update.jump().map(jump_bits).into_iter().flatten().collect();
     for r in update.readings() {
         bits.push(r.count as u64);
+        bits.push(r.vwap.map_or(u64::MAX, f64::to_bits));
         bits.push(match r.bounds {
             Some(Bounds::Count { first_ts, last_ts })
             | Some(Bounds::Time {
