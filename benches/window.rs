@@ -40,6 +40,8 @@ struct Feed {
     next: usize,
     ts: i64,
     step_ms: i64,
+    /// Whether the ticks carry a traded quantity (the windows then keep a VWAP).
+    with_qty: bool,
 }
 
 impl Feed {
@@ -56,6 +58,7 @@ impl Feed {
             next: 0,
             ts: 0,
             step_ms,
+            with_qty: false,
         };
         for _ in 0..warm {
             feed.tick();
@@ -69,17 +72,28 @@ impl Feed {
         self.ts += self.step_ms;
         let price = self.prices[self.next & (PRICES - 1)];
         self.next += 1;
+        let qty = self.with_qty.then(|| (self.next & 7) as f64 * 0.125);
         let update = self
             .state
-            .update(Tick::new(self.ts, price))
+            .update(Tick::new(self.ts, price).with_qty(qty))
             .expect("valid tick");
         let mut acc = update.jump().map_or(0.0, |j| j.change_pct);
         for reading in update.readings() {
             if let Some(s) = reading.stats {
                 acc += s.mean + s.std_dev + s.min + s.max + s.count as f64;
             }
+            acc += reading.vwap.unwrap_or(0.0);
         }
         acc
+    }
+
+    /// The same feed with a quantity on every tick, warmed up again.
+    fn with_quantities(mut self, warm: usize) -> Self {
+        self.with_qty = true;
+        for _ in 0..warm {
+            self.tick();
+        }
+        self
     }
 }
 
@@ -93,7 +107,7 @@ fn five_minutes() -> WindowSpec {
 
 /// The three windows of the acceptance criteria, each alone and at its working size, and
 /// a plausible enrich configuration with three windows at once.
-fn feeds() -> [(&'static str, Feed); 5] {
+fn feeds() -> [(&'static str, Feed); 7] {
     [
         ("count_20", Feed::new([count(20)], 1_000, 10)),
         ("count_10000", Feed::new([count(10_000)], 20_000, 10)),
@@ -110,6 +124,15 @@ fn feeds() -> [(&'static str, Feed); 5] {
                 60_000,
                 10,
             ),
+        ),
+        // Ticks with a traded quantity (Binance trades): the windows keep a VWAP (issue 14).
+        (
+            "count_20_with_qty",
+            Feed::new([count(20)], 1_000, 10).with_quantities(1_000),
+        ),
+        (
+            "time_5m_100hz_with_qty",
+            Feed::new([five_minutes()], 60_000, 10).with_quantities(60_000),
         ),
         // The default topology's count window with candles of 1 minute and 1 hour (issue 14):
         // what building candles adds to a tick through the symbol's state.

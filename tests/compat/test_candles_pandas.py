@@ -3,7 +3,9 @@ a user's producer would, through the real `tickstream enrich` on the real broker
 read back by a plain kafka-python consumer equals what pandas computes from the same trades with
 `resample(interval, closed="left", label="left")` — open, high, low, close, count, Σ qty and
 Σ price·qty / Σ qty, to 1e-9 — for intervals with trades only, each candle once. The last
-candles close on idle (the tape ends), so the test also waits for those.
+candles close on idle (the tape ends), so the test also waits for those. The moving averages of
+the default 20-trade window carry the VWAP pandas' `rolling(20)` gives, and the event times of
+the window's first and last trade.
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ def test_candles_of_a_real_tape_equal_pandas_resample(
     )
     got = consume(settings.brokers, f"{name}.candles", lambda rs: len(rs) >= len(want), TIMEOUT)
     assert got.error is None, got.error
+    rolling = len(tape) - 19  # a moving average per trade once the 20-trade window is full
+    averages = consume(settings.brokers, f"{name}.ma", lambda rs: len(rs) >= rolling, TIMEOUT)
+    assert averages.error is None, averages.error
     statuses = processes.stop_all()
     assert_stopped_cleanly(statuses, processes)
 
@@ -139,6 +144,21 @@ def test_candles_of_a_real_tape_equal_pandas_resample(
         expected, actual = merged[f"{field}_pandas"], merged[field]
         error = ((actual - expected).abs() / expected.abs()).max()
         assert error <= 1e-9, f"{field}: relative error {error:.3g}"
+    # The 20-trade window's VWAP and bounds, trade by trade, against pandas' rolling sums.
+    ma = pd.DataFrame(averages.values())
+    assert len(ma) == rolling, f"{len(ma)} moving averages, {rolling} full windows"
+    window = pd.DataFrame(
+        {
+            "vwap": tape["price"].mul(tape["qty"]).rolling(20).sum() / tape["qty"].rolling(20).sum(),
+            "first_ts": tape["time_ms"].shift(19),
+            "last_ts": tape["time_ms"],
+        }
+    ).iloc[19:]
+    expected_vwap = window["vwap"].to_numpy()
+    error = (abs(ma["vwap"].to_numpy() - expected_vwap) / expected_vwap).max()
+    assert error <= 1e-9, f"vwap: relative error {error:.3g}"
+    assert (ma["first_ts"].to_numpy() == window["first_ts"].to_numpy()).all()
+    assert (ma["last_ts"].to_numpy() == window["last_ts"].to_numpy()).all()
     # Bounds: every candle covers [start, start + interval) and its trades' times within it.
     lengths = {"1s": 1_000, "10s": 10_000, "1m": 60_000}
     assert (candles["end"] - candles["start"] == candles["interval"].map(lengths)).all()
