@@ -72,7 +72,7 @@ impl Feed {
         self.ts += self.step_ms;
         let price = self.prices[self.next & (PRICES - 1)];
         self.next += 1;
-        let qty = self.with_qty.then(|| (self.next & 7) as f64 * 0.125);
+        let qty = self.with_qty.then_some((self.next & 7) as f64 * 0.125);
         let update = self
             .state
             .update(Tick::new(self.ts, price).with_qty(qty))

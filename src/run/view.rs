@@ -310,6 +310,52 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_candle_per_symbol_and_interval_is_shown_and_each_new_one_logged_once() {
+        let btc = symbol("BTCUSDT");
+        let mut view = LiveView::new("replay".into(), vec!["count:20".into()], &[btc]);
+        let candle = |start: i64, close: f64| Candle {
+            symbol: btc,
+            interval: "1m".into(),
+            start,
+            end: start + 60_000,
+            open: 100.0,
+            high: 101.0,
+            low: 99.5,
+            close,
+            trades: 7,
+            volume: Some(1.5),
+            vwap: Some(100.25),
+            first_ts: start + 1,
+            last_ts: start + 59_000,
+        };
+        view.on_candle(candle(120_000, 100.5));
+        // A candle of an earlier minute arriving later does not replace the newer one.
+        view.on_candle(candle(60_000, 99.75));
+        let screen = view.screen();
+        let shown: Vec<&str> = screen
+            .lines()
+            .skip_while(|l| *l != "LATEST CANDLES")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(shown.len(), 1, "{screen}");
+        assert!(
+            shown[0].contains("BTCUSDT 1m start 120000")
+                && shown[0].contains("C 100.500")
+                && shown[0].contains("vwap 100.250"),
+            "{}",
+            shown[0]
+        );
+        let logged: Vec<String> = view
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("CANDLE"))
+            .collect();
+        assert_eq!(logged.len(), 2, "each candle once: {logged:?}");
+        assert!(view.lines().iter().all(|l| !l.starts_with("CANDLE")));
+    }
+
+    #[test]
     fn numbers_keep_six_significant_digits_at_any_magnitude() {
         assert_eq!(number(Some(67_000.5)), "67000.5");
         assert_eq!(number(Some(0.000_012_345_67)), "0.0000123457");
