@@ -185,6 +185,10 @@ struct StreamEvent {
     p: Option<String>,
     /// Trade quantity (base asset).
     q: Option<String>,
+    /// Trade id: consecutive per symbol.
+    t: Option<u64>,
+    /// Whether the buyer was the maker.
+    m: Option<bool>,
     /// Trade time, epoch ms.
     #[serde(rename = "T")]
     trade_time: Option<i64>,
@@ -210,9 +214,12 @@ pub fn parse_stream_frame(text: &str, received_ms: i64) -> Result<RawTick, Strin
     ) {
         (Some("trade"), Some(p), Some(time), _, _) => {
             let price = parse_price(&p).ok_or_else(|| format!("trade price {p:?}"))?;
-            let tick = RawTick::new(symbol, price)
+            let mut tick = RawTick::new(symbol, price)
                 .with_ts(time)
                 .with_source(WS_TRADE_SOURCE);
+            if let (Some(id), Some(maker)) = (event.t, event.m) {
+                tick = tick.with_trade(id, maker);
+            }
             // The quantity makes candles' volume and VWAP; a trade without one is still a price.
             match event.q {
                 None => Ok(tick),
@@ -328,6 +335,7 @@ mod tests {
         assert_eq!(tick.price, 67234.5);
         assert_eq!(tick.ts, Some(1_732_390_000_123));
         assert_eq!(tick.qty, Some(0.01));
+        assert_eq!((tick.trade_id, tick.buyer_maker), (Some(12345), Some(true)));
         assert_eq!(tick.source.as_deref(), Some(WS_TRADE_SOURCE));
         let bad = frame.replace(r#""q":"0.01""#, r#""q":"-1""#);
         let error = parse_stream_frame(&bad, 5).expect_err("a negative quantity");

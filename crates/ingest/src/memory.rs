@@ -134,6 +134,8 @@ mod tests {
             ts: Some(1_700_000_000_000),
             source: Some("test".into()),
             qty: None,
+            trade_id: None,
+            buyer_maker: None,
         }
     }
 

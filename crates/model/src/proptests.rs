@@ -30,13 +30,16 @@ fn tick() -> impl Strategy<Value = RawTick> {
         prop::option::of(0..=i64::MAX),
         prop::option::of(prop_oneof![Just("binance".to_owned()), any::<String>()]),
         prop::option::of(prop_oneof![Just(0.0), 0.0..1e12, 1e-12..1.0]),
+        prop::option::of((0..=i64::MAX as u64, any::<bool>())),
     )
-        .prop_map(|(symbol, price, ts, source, qty)| RawTick {
+        .prop_map(|(symbol, price, ts, source, qty, trade)| RawTick {
             symbol,
             price,
             ts,
             source: source.map(Cow::Owned),
             qty,
+            trade_id: trade.map(|(id, _)| id),
+            buyer_maker: trade.map(|(_, maker)| maker),
         })
 }
 

@@ -35,6 +35,8 @@ pub enum RecordFormat {
 /// | `ts` | integer | no | event time, epoch milliseconds, >= 0; absent or `null`: the Kafka message timestamp is the event time ([`RawTick::event_time`]) |
 /// | `source` | string | no | where the price came from: `binance-rest`, `binance-ws`, `replay`, `synthetic`… |
 /// | `qty` | number | no | traded quantity, finite and >= 0 (trades carry one, ticker prices do not) |
+/// | `trade_id` | integer | no | the exchange's trade id, >= 0 (Binance: consecutive per symbol) |
+/// | `buyer_maker` | boolean | no | whether the buyer was the maker (Binance's `m`: the trade hit a bid) |
 ///
 /// Any other field is ignored. Decode with [`RawTick::decode`] (validating), encode with
 /// [`RawTick::encode`]. `Serialize` writes the full format's fields (for MongoDB documents).
@@ -54,6 +56,13 @@ pub struct RawTick {
     /// price does not): finite and >= 0. Candles sum it into volume and VWAP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qty: Option<f64>,
+    /// The exchange's id of the trade, when the tick is one (Binance: consecutive per symbol,
+    /// so a gap shows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trade_id: Option<u64>,
+    /// Whether the trade's buyer was the maker (it hit a resting bid: a sell aggressor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_maker: Option<bool>,
 }
 
 /// Limits and pinned symbols for [`RawTick::decode`]. Build once, share (`&self`).
@@ -118,7 +127,15 @@ impl Default for DecodeOptions {
     }
 }
 
-const FIELDS: [&str; 5] = ["symbol", "price", "ts", "source", "qty"];
+const FIELDS: [&str; 7] = [
+    "symbol",
+    "price",
+    "ts",
+    "source",
+    "qty",
+    "trade_id",
+    "buyer_maker",
+];
 
 impl RawTick {
     /// A tick without event time or source.
@@ -129,7 +146,17 @@ impl RawTick {
             ts: None,
             source: None,
             qty: None,
+            trade_id: None,
+            buyer_maker: None,
         }
+    }
+
+    /// The same tick as an exchange trade: its id and whether the buyer was the maker.
+    #[must_use]
+    pub fn with_trade(mut self, trade_id: u64, buyer_maker: bool) -> Self {
+        self.trade_id = Some(trade_id);
+        self.buyer_maker = Some(buyer_maker);
+        self
     }
 
     /// The same tick with event time `ts` (epoch milliseconds).
@@ -166,7 +193,8 @@ impl RawTick {
     ///    `non_finite_price` (e.g. `1e999`), `non_positive_price`;
     /// 5. `ts`: `mistyped_field`, `invalid_value` (not an integer, or negative);
     ///    `source`: `mistyped_field`; `qty`: `mistyped_field`, `invalid_value` (not finite,
-    ///    or negative);
+    ///    or negative); `trade_id`: `mistyped_field`, `invalid_value` (not an integer >= 0);
+    ///    `buyer_maker`: `mistyped_field`;
     /// 6. `unknown_symbol` when symbols are pinned.
     ///
     /// Reads the object with serde_json, a field at a time; never builds a
@@ -179,7 +207,8 @@ impl RawTick {
                 limit: options.max_bytes,
             });
         }
-        let [symbol, price, ts, source, qty] = json::read_object(bytes, &FIELDS)?;
+        let [symbol, price, ts, source, qty, trade_id, buyer_maker] =
+            json::read_object(bytes, &FIELDS)?;
 
         let symbol = json::required(symbol, "symbol", "a JSON string")?;
         let symbol = Symbol::new(&json::string(symbol, "symbol")?)?;
@@ -203,6 +232,12 @@ impl RawTick {
             .map(|s| json::string(s, "source").map(intern))
             .transpose()?;
         let qty = json::optional(qty).map(decode_qty).transpose()?;
+        let trade_id = json::optional(trade_id)
+            .map(|id| json::non_negative_i64(id, "trade_id", "an integer >= 0").map(|id| id as u64))
+            .transpose()?;
+        let buyer_maker = json::optional(buyer_maker)
+            .map(|b| json::boolean(b, "buyer_maker"))
+            .transpose()?;
 
         if let Some(pinned) = &options.pinned
             && pinned.binary_search(&symbol).is_err()
@@ -215,6 +250,8 @@ impl RawTick {
             ts,
             source,
             qty,
+            trade_id,
+            buyer_maker,
         })
     }
 
@@ -241,6 +278,12 @@ impl RawTick {
             }
             if let Some(qty) = self.qty {
                 w.f64("qty", qty);
+            }
+            if let Some(id) = self.trade_id {
+                w.int("trade_id", id);
+            }
+            if let Some(maker) = self.buyer_maker {
+                w.bool("buyer_maker", maker);
             }
         }
         w.end();

@@ -257,6 +257,31 @@ fn encodes_both_formats() {
         decode(r#"{"symbol":"BTCUSDT","price":1,"qty":0}"#).map(|t| t.qty),
         Ok(Some(0.0))
     );
+    // A trade's id and side, when known, likewise.
+    let trade = trade.with_trade(3_456_789_012, true);
+    let full = trade.encode(RecordFormat::Full);
+    assert_eq!(
+        String::from_utf8_lossy(&full),
+        r#"{"symbol":"BTCUSDT","price":67234.5,"ts":1732390000123,"source":"binance","qty":0.0125,"trade_id":3456789012,"buyer_maker":true}"#
+    );
+    assert_eq!(decode(&String::from_utf8_lossy(&full)), Ok(trade.clone()));
+    assert_eq!(serde_json::to_vec(&trade).unwrap_or_default(), full);
+    for (bad, code) in [
+        (
+            r#"{"symbol":"BTCUSDT","price":1,"trade_id":-1}"#,
+            "invalid_value",
+        ),
+        (
+            r#"{"symbol":"BTCUSDT","price":1,"trade_id":"7"}"#,
+            "mistyped_field",
+        ),
+        (
+            r#"{"symbol":"BTCUSDT","price":1,"buyer_maker":1}"#,
+            "mistyped_field",
+        ),
+    ] {
+        assert_eq!(decode(bad).map_err(|e| e.code()), Err(code), "{bad}");
+    }
     // Integral prices are written as floats, as Python writes float(...) prices.
     let int = RawTick::new(sym("SOLUSDT"), 150.0).encode(RecordFormat::Full);
     assert_eq!(

@@ -27,7 +27,7 @@
 //!
 //! # Documents
 //!
-//! Raw price: `{_id, symbol, price, ts, source?}` — the reference consumer's `symbol` and
+//! Raw price: `{_id, symbol, price, ts, source?, qty?, trade_id?, buyer_maker?}` — the reference consumer's `symbol` and
 //! `price` (always a double, even for a JSON integer price), plus the event time `ts` as a BSON
 //! date and the `source` when the record names one. Derived events: their fields, `ts` a BSON
 //! date, counts as 64-bit integers, a window's bounds (`start`/`end`, `first_ts`/`last_ts`) as
@@ -210,6 +210,13 @@ impl DocumentMapper {
         }
         if let Some(qty) = tick.qty {
             document.append("qty", qty);
+        }
+        if let Some(id) = tick.trade_id {
+            // Binance's ids are far below 2^63; BSON has no unsigned integers.
+            document.append("trade_id", i64::try_from(id).unwrap_or(i64::MAX));
+        }
+        if let Some(maker) = tick.buyer_maker {
+            document.append("buyer_maker", maker);
         }
         Ok(SinkDocument {
             collection: collection.to_owned(),

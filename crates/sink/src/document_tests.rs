@@ -112,11 +112,13 @@ fn full_record_keeps_its_ts_and_source_and_routes_by_symbol() {
             "prices.raw",
             0,
             Some(5),
-            br#"{"symbol":"ETHUSDT","price":3100.5,"ts":1732390000999,"qty":0.25}"#,
+            br#"{"symbol":"ETHUSDT","price":3100.5,"ts":1732390000999,"qty":0.25,"trade_id":42,"buyer_maker":false}"#,
         ))
         .expect("valid");
     let trade = trade.document.to_document().expect("valid BSON");
     assert_eq!(trade.get_f64("qty"), Ok(0.25));
+    assert_eq!(trade.get_i64("trade_id"), Ok(42));
+    assert_eq!(trade.get_bool("buyer_maker"), Ok(false));
     assert_eq!(
         mapped.document.to_document().expect("valid BSON").get("ts"),
         Some(&Bson::DateTime(DateTime::from_millis(1_732_390_000_999))),

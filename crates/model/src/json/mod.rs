@@ -259,6 +259,19 @@ pub(crate) fn positive_u64(raw: &str, field: &'static str) -> Result<u64, Invali
     }
 }
 
+/// `true` or `false`.
+pub(crate) fn boolean(raw: &str, field: &'static str) -> Result<bool, InvalidRecord> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(InvalidRecord::MistypedField {
+            field,
+            expected: "true or false",
+            found: JsonType::of(raw),
+        }),
+    }
+}
+
 /// A JSON string, borrowed from the record unless it contains escapes.
 pub(crate) fn string<'a>(raw: &'a str, field: &'static str) -> Result<Cow<'a, str>, InvalidRecord> {
     expect_type(raw, field, JsonType::String, "a JSON string")?;

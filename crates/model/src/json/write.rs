@@ -81,6 +81,13 @@ impl<'a> ObjectWriter<'a> {
         }
     }
 
+    pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
     pub(crate) fn int(&mut self, key: &str, value: impl fmt::Display) -> &mut Self {
         self.key(key);
         push_fmt(self.out, format_args!("{value}"));
